@@ -1,0 +1,100 @@
+"""Message envelopes and the body schema of every message type on the bus.
+
+The type is the routing key, ``<service>.<event>``, and the BPMN message name in the
+diagrams that throw and catch it. Both ends validate: the sender before the outbox row is
+written, the receiver before any effect. Unknown types and invalid bodies are refused.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
+
+ENVELOPE_VERSION = 1
+
+
+class InvalidMessage(ValueError):
+    """A message that must not be applied (bad envelope, unknown type or invalid body)."""
+
+
+class Body(Schema):
+    class Meta:
+        unknown = EXCLUDE  # a newer sender may add fields; we keep what we know
+
+    case_no = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    # Public one-line progress text for the citizen's timeline, worded in the diagram.
+    summary = fields.String(load_default="", validate=validate.Length(max=200))
+
+
+class CaseSubmitted(Body):
+    district = fields.String(required=True, validate=validate.Length(equal=6))
+    name = fields.String(required=True, validate=validate.Length(min=1, max=50))
+    phone = fields.String(required=True, validate=validate.Length(min=5, max=20))
+    description = fields.String(required=True, validate=validate.Length(min=1, max=5000))
+    category = fields.String(load_default="", validate=validate.Length(max=50))
+    channel = fields.String(required=True, validate=validate.Length(max=30))
+    location = fields.String(load_default="", validate=validate.Length(max=200))
+    submitted_at = fields.String(required=True)
+
+
+class CaseAssigned(Body):
+    department = fields.String(required=True, validate=validate.Length(min=1, max=50))
+    department_name = fields.String(load_default="", validate=validate.Length(max=100))
+
+
+class CaseDeadlineMissed(Body):
+    stage = fields.String(required=True, validate=validate.Length(max=30))
+
+
+BODY_SCHEMAS: dict[str, type[Schema]] = {
+    "intake.case_submitted": CaseSubmitted,
+    "dispatch.case_assigned": CaseAssigned,
+    "dispatch.deadline_missed": CaseDeadlineMissed,
+}
+
+
+class Envelope(Schema):
+    class Meta:
+        unknown = RAISE
+
+    id = fields.UUID(required=True)
+    type = fields.String(required=True, validate=validate.OneOf(sorted(BODY_SCHEMAS)))
+    version = fields.Integer(required=True, validate=validate.Range(min=1, max=ENVELOPE_VERSION))
+    occurred_at = fields.AwareDateTime(required=True)
+    case_no = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    source = fields.String(required=True, validate=validate.Length(max=30))
+    body = fields.Dict(required=True)
+
+
+_envelope = Envelope()
+
+
+def make_envelope(message_type: str, body: dict, source: str, occurred_at: datetime) -> dict:
+    """Build and validate an envelope; raises InvalidMessage before anything is stored."""
+    envelope = {
+        "id": str(uuid.uuid4()),
+        "type": message_type,
+        "version": ENVELOPE_VERSION,
+        "occurred_at": occurred_at.isoformat(),
+        "case_no": str(body.get("case_no", "")),
+        "source": source,
+        "body": body,
+    }
+    parse_envelope(envelope)
+    return envelope
+
+
+def parse_envelope(data) -> dict:
+    """Validate a received envelope and its body; returns the loaded envelope."""
+    if not isinstance(data, dict):
+        raise InvalidMessage("envelope is not a JSON object")
+    try:
+        loaded = _envelope.load(data)
+        loaded["body"] = BODY_SCHEMAS[loaded["type"]]().load(loaded["body"])
+    except ValidationError as err:
+        raise InvalidMessage(f"invalid message: {err.messages}") from None
+    if loaded["body"]["case_no"] != loaded["case_no"]:
+        raise InvalidMessage("invalid message: body.case_no differs from envelope case_no")
+    loaded["id"] = str(loaded["id"])
+    return loaded

@@ -1,0 +1,59 @@
+"""Configuration from environment variables, every key prefixed FZT_.
+
+Defaults are the embedded mode: SQLite files under var/ and kombu's in-memory bus.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVICES = ("intake", "dispatch", "mediation", "supervision")
+DEFAULT_PORTS = {"intake": 8001, "dispatch": 8002, "mediation": 8003, "supervision": 8004}
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "development"  # development | test | production
+    var_dir: Path = REPO_ROOT / "var"
+    bpmn_dir: Path = REPO_ROOT / "bpmn"
+    broker_url: str = "memory://"
+    bus_prefix: str = "fzt"
+    secret_key: str = "dev-only-secret-change-me"
+    # "{service}" is replaced by the service name: one database per service.
+    database_url: str = ""
+    database_urls: dict[str, str] = field(default_factory=dict)
+    delivery_limit: int = 5
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    def database_url_for(self, service: str) -> str:
+        if service in self.database_urls:
+            return self.database_urls[service]
+        if self.database_url:
+            return self.database_url.replace("{service}", service)
+        return f"sqlite:///{self.var_dir / (service + '.db')}"
+
+
+def from_env(environ=os.environ, **overrides) -> Settings:
+    urls = {s: environ[f"FZT_DATABASE_URL_{s.upper()}"] for s in SERVICES
+            if environ.get(f"FZT_DATABASE_URL_{s.upper()}")}
+    values = dict(
+        env=environ.get("FZT_ENV", "development"),
+        var_dir=Path(environ.get("FZT_VAR_DIR", REPO_ROOT / "var")),
+        bpmn_dir=Path(environ.get("FZT_BPMN_DIR", REPO_ROOT / "bpmn")),
+        broker_url=environ.get("FZT_BROKER_URL", "memory://"),
+        bus_prefix=environ.get("FZT_BUS_PREFIX", "fzt"),
+        secret_key=environ.get("FZT_SECRET_KEY", "dev-only-secret-change-me"),
+        database_url=environ.get("FZT_DATABASE_URL", ""),
+        database_urls=urls,
+        delivery_limit=int(environ.get("FZT_DELIVERY_LIMIT", "5")),
+    )
+    values.update(overrides)
+    settings = Settings(**values)
+    if settings.production and settings.secret_key.startswith("dev-only"):
+        raise RuntimeError("FZT_SECRET_KEY must be set when FZT_ENV=production")
+    return settings

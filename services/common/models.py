@@ -1,0 +1,119 @@
+"""Tables that every service's database holds: diagrams, workflow instances, work items,
+timeline, outbox, inbox, staff users and the platform clock offset."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .db import Base
+
+COMMON = {"info": {"service": "common"}}
+
+
+class DeployedSpec(Base):
+    """One deployed version of a process: the diagram sources, stored once by content hash."""
+
+    __tablename__ = "deployed_specs"
+    __table_args__ = (Index("ix_deployed_specs_process", "process_id", "deployed_at"), COMMON)
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    process_id: Mapped[str] = mapped_column(String(100))
+    sources: Mapped[dict] = mapped_column(JSON)  # {file name: XML text}
+    deployed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WorkflowInstance(Base):
+    __tablename__ = "workflow_instances"
+    __table_args__ = (
+        Index("ix_workflow_instances_due", "next_timer_at"),
+        Index("ix_workflow_instances_case", "case_no"),
+        COMMON,
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_no: Mapped[str] = mapped_column(String(40))
+    process_id: Mapped[str] = mapped_column(String(100))
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20))  # running | waiting | complete | error
+    state: Mapped[dict] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    next_timer_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    __mapper_args__ = {"version_id_col": version}
+
+
+class WorkItem(Base):
+    """A user task waiting for a person: what queues, inboxes and pools list."""
+
+    __tablename__ = "work_items"
+    __table_args__ = (
+        Index("ix_work_items_queue", "task_name", "district", "created_at"),
+        Index("ix_work_items_department", "department", "created_at"),
+        Index("ix_work_items_case", "case_no"),
+        COMMON,
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # SpiffWorkflow task id
+    instance_id: Mapped[int] = mapped_column(Integer, index=True)
+    case_no: Mapped[str] = mapped_column(String(40))
+    task_name: Mapped[str] = mapped_column(String(100))  # BPMN id of the user task
+    title: Mapped[str] = mapped_column(String(200))  # BPMN name, shown to staff
+    lane: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    district: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    department: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    summary: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TimelineEntry(Base):
+    __tablename__ = "timeline"
+    __table_args__ = (Index("ix_timeline_case", "case_no", "at"), COMMON)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_no: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    title: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(100), default="")
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class OutboxMessage(Base):
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_unsent", "sent_at", "id"), COMMON)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(36), unique=True)
+    routing_key: Mapped[str] = mapped_column(String(200))
+    envelope: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class InboxMessage(Base):
+    __tablename__ = "inbox"
+    __table_args__ = COMMON
+    message_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    routing_key: Mapped[str] = mapped_column(String(200))
+    processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class StaffUser(Base):
+    __tablename__ = "staff_users"
+    __table_args__ = COMMON
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(50), unique=True)
+    display_name: Mapped[str] = mapped_column(String(100))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(30))
+    district: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    department: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class ClockOffset(Base):
+    """Seconds the platform clock runs ahead of real time (demos and tests only)."""
+
+    __tablename__ = "clock_offset"
+    __table_args__ = COMMON
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seconds: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,251 @@
+"""The workflow runtime: start, advance and persist SpiffWorkflow instances.
+
+Every change to an instance happens inside a unit of work: the engine steps run with the
+platform clock, then ``_save`` writes the state (optimistic lock on ``version``), the work
+items (ready user tasks), timeline entries, and the messages the diagram threw (to the
+outbox) — all in one transaction.
+"""
+from __future__ import annotations
+
+import contextvars
+import json
+import uuid
+
+from SpiffWorkflow.bpmn import BpmnEvent, BpmnWorkflow
+from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
+from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
+from SpiffWorkflow.bpmn.specs.mixins.user_task import UserTask
+from SpiffWorkflow.spiff.specs.event_definitions import MessageEventDefinition
+from SpiffWorkflow.util.task import TaskState
+from sqlalchemy import delete, select
+from sqlalchemy.orm.exc import StaleDataError
+
+from ..bus.messages import make_envelope
+from ..clock import use_clock
+from ..models import OutboxMessage, TimelineEntry, WorkflowInstance, WorkItem
+from .handlers import StepContext
+from .sandbox import RestrictedEnvironment
+from .serializer import dump_state, load_state
+
+_step: contextvars.ContextVar[StepContext] = contextvars.ContextVar("fzt_step")
+
+
+class Conflict(Exception):
+    """Someone else changed the case first; the user should reload."""
+
+    def __init__(self, case_no: str):
+        super().__init__(f"案件 {case_no} 已被他人更新，请刷新后重试 (case changed, reload)")
+        self.case_no = case_no
+
+
+class TaskNotFound(LookupError):
+    pass
+
+
+class _ScriptEngine(PythonScriptEngine):
+    def __init__(self, environment, handlers):
+        super().__init__(environment)
+        self.handlers = handlers
+
+    def call_service(self, task, operation_name, operation_params, **_):
+        params = {name: p["value"] for name, p in operation_params.items()}
+        try:
+            result = self.handlers.get(operation_name)(_step.get(), **params)
+            return json.dumps(result if result is not None else {})
+        except Exception as err:
+            # SpiffWorkflow 3.2.0 hides the cause behind a NameError; report it ourselves.
+            raise WorkflowTaskException(
+                f"服务任务 {operation_name} 失败: {type(err).__name__}: {err}", task=task, exception=err
+            ) from err
+
+
+class WorkflowRuntime:
+    def __init__(self, service, specs, handlers, clock, summary_keys=(), helpers=None):
+        self.service = service
+        self.specs = specs
+        self.handlers = handlers
+        self.clock = clock
+        self.summary_keys = tuple(summary_keys)
+        self.engine = _ScriptEngine(RestrictedEnvironment(helpers), handlers)
+
+    # -- entry points -------------------------------------------------------------------
+
+    def start(self, uow, case_no: str, data: dict) -> WorkflowInstance:
+        """Start the service's latest process at its none start event with ``data``."""
+        process = self.specs.latest(uow.session)
+        workflow = BpmnWorkflow(process.spec, process.subprocess_specs, script_engine=self.engine)
+        workflow.data.update(data)
+        for task in workflow.get_tasks(state=TaskState.READY):
+            task.data.update(data)
+        instance = self._new_instance(uow, case_no, process)
+        self._advance(uow, instance, process, workflow)
+        return instance
+
+    def deliver(self, uow, message_type: str, body: dict, case_no: str) -> int:
+        """Hand a bus message to this case's instances waiting for it, or start the process
+        if its diagram starts on this message. Returns how many instances took it."""
+        taken = 0
+        for instance in uow.session.scalars(
+            select(WorkflowInstance).where(
+                WorkflowInstance.case_no == case_no, WorkflowInstance.status == "waiting"
+            )
+        ):
+            process = self.specs.by_hash(uow.session, instance.spec_hash)
+            if message_type not in process.message_catches:
+                continue
+            workflow = self._load(instance, process)
+            if any(e.name == message_type for e in workflow.waiting_events()):
+                self._catch(workflow, message_type, body)
+                self._advance(uow, instance, process, workflow)
+                taken += 1
+        if taken == 0:
+            process = self.specs.latest(uow.session)
+            if message_type in process.message_starts:
+                workflow = BpmnWorkflow(process.spec, process.subprocess_specs, script_engine=self.engine)
+                instance = self._new_instance(uow, case_no, process)
+                with use_clock(self.clock):
+                    workflow.do_engine_steps()
+                self._catch(workflow, message_type, body)
+                self._advance(uow, instance, process, workflow)
+                taken = 1
+        return taken
+
+    def complete(self, uow, item_id: str, data: dict, actor: str, expected_version=None):
+        """Complete the user task ``item_id`` with form ``data`` on behalf of ``actor``."""
+        item = uow.session.get(WorkItem, item_id)
+        if item is None:
+            raise TaskNotFound(item_id)
+        instance = uow.session.get(WorkflowInstance, item.instance_id)
+        if expected_version is not None and instance.version != expected_version:
+            raise Conflict(instance.case_no)
+        process = self.specs.by_hash(uow.session, instance.spec_hash)
+        workflow = self._load(instance, process)
+        task = workflow.get_task_from_id(uuid.UUID(item_id))
+        if task is None or task.state != TaskState.READY:
+            raise TaskNotFound(item_id)
+        task.data.update(data)
+        with use_clock(self.clock), _bind(StepContext(uow, instance, self.clock, self.service)):
+            task.run()
+        self._timeline_for(uow, instance, task, actor)
+        self._advance(uow, instance, process, workflow, actor)
+        return instance
+
+    def fire_due_timers(self, uow_factory, limit: int = 100) -> int:
+        """Fire every due timer once; safe with several workers (row lock or version check)."""
+        fired = 0
+        for _ in range(limit):
+            with uow_factory() as uow:
+                now = self.clock.now()
+                instance = uow.session.scalars(
+                    select(WorkflowInstance)
+                    .where(WorkflowInstance.next_timer_at <= now, WorkflowInstance.status == "waiting")
+                    .order_by(WorkflowInstance.next_timer_at).limit(1)
+                    .with_for_update(skip_locked=True)
+                ).first()
+                if instance is None:
+                    break
+                process = self.specs.by_hash(uow.session, instance.spec_hash)
+                workflow = self._load(instance, process)
+                self._advance(uow, instance, process, workflow)
+                try:
+                    uow.commit()
+                    fired += 1
+                except StaleDataError:
+                    uow.rollback()  # another worker fired it first
+        return fired
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _new_instance(self, uow, case_no, process) -> WorkflowInstance:
+        now = self.clock.now()
+        instance = WorkflowInstance(case_no=case_no, process_id=process.process_id,
+                                    spec_hash=process.hash, status="running", state={},
+                                    created_at=now, updated_at=now)
+        uow.add(instance)
+        uow.session.flush()
+        return instance
+
+    def _load(self, instance, process) -> BpmnWorkflow:
+        return load_state(instance.state, process, self.engine)
+
+    @staticmethod
+    def _catch(workflow, message_type, body):
+        workflow.catch(BpmnEvent(MessageEventDefinition(message_type), payload=dict(body)))
+
+    def _advance(self, uow, instance, process, workflow, actor=""):
+        def did_complete(task):
+            self._timeline_for(uow, instance, task, actor)
+
+        with use_clock(self.clock), _bind(StepContext(uow, instance, self.clock, self.service)):
+            workflow.refresh_timers()
+            workflow.do_engine_steps(did_complete_task=did_complete)
+        self._save(uow, instance, workflow)
+
+    def _save(self, uow, instance, workflow):
+        now = self.clock.now()
+        thrown = workflow.get_events()  # before dump_state, or they would be stored and thrown again
+        instance.state = dump_state(workflow)
+        instance.status = "complete" if workflow.completed else "waiting"
+        instance.updated_at = now
+        instance.error = None
+        due = [TimerEventDefinition.get_datetime(e.value) for e in workflow.waiting_events()
+               if e.event_type.endswith("TimerEventDefinition") and isinstance(e.value, str)]
+        instance.next_timer_at = min(due) if due else None
+        for event in thrown:
+            if isinstance(event.event_definition, MessageEventDefinition):
+                envelope = make_envelope(event.event_definition.name, event.payload or {},
+                                         self.service, now)
+                uow.add(OutboxMessage(message_id=envelope["id"], routing_key=envelope["type"],
+                                      envelope=envelope, created_at=now))
+        self._refresh_work_items(uow, instance, workflow, now)
+        try:
+            uow.session.flush()
+        except StaleDataError:
+            raise Conflict(instance.case_no) from None
+
+    def _refresh_work_items(self, uow, instance, workflow, now):
+        existing = {w.id: w for w in uow.session.scalars(
+            select(WorkItem).where(WorkItem.instance_id == instance.id))}
+        ready = [t for t in workflow.get_tasks(state=TaskState.READY) if isinstance(t.task_spec, UserTask)]
+        ready_ids = {str(t.id) for t in ready}
+        stale = [i for i in existing if i not in ready_ids]
+        if stale:
+            uow.session.execute(delete(WorkItem).where(WorkItem.id.in_(stale)))
+        for task in ready:
+            if str(task.id) in existing:
+                continue
+            data = task.data
+            uow.add(WorkItem(
+                id=str(task.id), instance_id=instance.id, case_no=instance.case_no,
+                task_name=task.task_spec.bpmn_id, title=task.task_spec.bpmn_name or task.task_spec.bpmn_id,
+                lane=task.task_spec.lane, district=data.get("district"), department=data.get("department"),
+                summary={k: data[k] for k in self.summary_keys if k in data}, created_at=now,
+            ))
+
+    def _timeline_for(self, uow, instance, task, actor):
+        """Record a step if the diagram marks it (property ``timeline`` = public | staff)."""
+        properties = getattr(task.task_spec, "extensions", {}).get("properties", {})
+        visibility = properties.get("timeline")
+        if visibility not in ("public", "staff") or task.state != TaskState.COMPLETED:
+            return
+        # A caught message contributes its sender's public summary; other steps may set one.
+        definition = getattr(task.task_spec, "event_definition", None)
+        message = task.data.get(getattr(definition, "message_var", None) or "", None)
+        detail = message.get("summary", "") if isinstance(message, dict) else task.data.get("timeline_detail", "")
+        uow.add(TimelineEntry(case_no=instance.case_no, at=self.clock.now(),
+                              title=task.task_spec.bpmn_name or task.task_spec.bpmn_id,
+                              detail=str(detail)[:500], actor=actor, public=visibility == "public"))
+
+
+class _bind:
+    """Make the step context visible to service-task handlers while the engine runs."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def __enter__(self):
+        self.token = _step.set(self.ctx)
+
+    def __exit__(self, *exc):
+        _step.reset(self.token)

@@ -1,0 +1,183 @@
+"""Diagrams: read from bpmn/, validate, deploy by content hash, load a deployed version.
+
+A service owns the processes in ``bpmn/<service>.bpmn`` and ``bpmn/<service>_*.bpmn``; DMN
+tables in ``bpmn/*.dmn`` are shared. Deploy refuses a diagram set with any problem (parse
+error, unknown service-task handler, user task without a form, script or expression outside
+the whitelist) and stores nothing in that case.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from SpiffWorkflow.bpmn.specs.event_definitions.message import MessageEventDefinition
+from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
+from SpiffWorkflow.bpmn.specs.mixins.events.event_types import CatchingEvent
+from SpiffWorkflow.bpmn.specs.mixins.events.start_event import StartEvent
+from SpiffWorkflow.bpmn.specs.mixins.script_task import ScriptTask
+from SpiffWorkflow.bpmn.specs.mixins.service_task import ServiceTask
+from SpiffWorkflow.bpmn.specs.mixins.user_task import UserTask
+from SpiffWorkflow.spiff.parser.process import SpiffBpmnParser
+from sqlalchemy import select
+
+from ..models import DeployedSpec
+from .sandbox import ScriptRejected, compile_restricted
+
+
+class DiagramError(Exception):
+    """A diagram set that must not be deployed; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("图表校验失败 (diagram validation failed):\n  " + "\n  ".join(problems))
+
+
+@dataclass
+class ProcessSpec:
+    hash: str
+    process_id: str
+    spec: object
+    subprocess_specs: dict
+    message_starts: set[str] = field(default_factory=set)
+    message_catches: set[str] = field(default_factory=set)
+
+
+def read_sources(bpmn_dir: Path, service: str) -> dict[str, str]:
+    files = [bpmn_dir / f"{service}.bpmn", *sorted(bpmn_dir.glob(f"{service}_*.bpmn")),
+             *sorted(bpmn_dir.glob("*.dmn"))]
+    return {f.name: f.read_text(encoding="utf-8") for f in files if f.exists()}
+
+
+def content_hash(sources: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(sources):
+        digest.update(name.encode() + b"\0" + sources[name].encode() + b"\0")
+    return digest.hexdigest()
+
+
+def parse(sources: dict[str, str], process_id: str) -> ProcessSpec:
+    """Parse diagram sources; raises DiagramError with the parser's message."""
+    return _parse_cached(content_hash(sources), tuple(sorted(sources.items())), process_id)
+
+
+@lru_cache(maxsize=64)
+def _parse_cached(hash_, items, process_id) -> ProcessSpec:
+    parser = SpiffBpmnParser()
+    try:
+        for name, text in items:
+            if name.endswith(".dmn"):
+                parser.add_dmn_str(text.encode(), filename=name)
+            else:
+                parser.add_bpmn_str(text.encode(), filename=name)
+        spec = parser.get_spec(process_id)
+        subprocess_specs = parser.get_subprocess_specs(process_id)
+    except Exception as err:  # the parser raises many types; all mean "not deployable"
+        raise DiagramError([f"{type(err).__name__}: {err}"]) from None
+    result = ProcessSpec(hash_, process_id, spec, subprocess_specs)
+    for task_spec in _all_task_specs(result):
+        definition = getattr(task_spec, "event_definition", None)
+        if isinstance(task_spec, CatchingEvent) and isinstance(definition, MessageEventDefinition):
+            target = result.message_starts if isinstance(task_spec, StartEvent) else result.message_catches
+            target.add(definition.name)
+    return result
+
+
+def _all_task_specs(process: ProcessSpec):
+    for spec in [process.spec, *process.subprocess_specs.values()]:
+        yield from spec.task_specs.values()
+
+
+def validate(process: ProcessSpec, handler_names, form_names) -> None:
+    problems = []
+
+    def check(where, source, mode="eval"):
+        if not source:
+            return
+        try:
+            compile_restricted(source, mode)
+        except ScriptRejected as err:
+            problems.append(f"{where}: {err}")
+
+    for ts in _all_task_specs(process):
+        where = f"{ts.bpmn_id or ts.name} ({getattr(ts, 'bpmn_name', '') or ''})"
+        if isinstance(ts, ScriptTask):
+            check(where, ts.script, "exec")
+        for attr in ("prescript", "postscript"):
+            check(where, getattr(ts, attr, None), "exec")
+        for condition, _target in getattr(ts, "cond_task_specs", []):
+            check(where, condition)
+        definition = getattr(ts, "event_definition", None)
+        if isinstance(definition, TimerEventDefinition):
+            check(where, definition.expression)
+        if isinstance(definition, MessageEventDefinition):
+            check(where, getattr(definition, "expression", None))
+        if isinstance(ts, ServiceTask):
+            if ts.operation_name not in handler_names:
+                problems.append(f"{where}: 未知的服务任务处理器 (unknown handler) '{ts.operation_name}'")
+            for param in ts.operation_params.values():
+                check(where, param["value"])
+        if isinstance(ts, UserTask) and ts.bpmn_id not in form_names:
+            problems.append(f"{where}: 用户任务缺少表单 (no form for user task) '{ts.bpmn_id}'")
+        engine = getattr(ts, "dmnEngine", None)
+        if engine is not None:
+            table = engine.decision_table
+            for inp in table.inputs:
+                check(f"{where} DMN input {inp.label}", inp.expression)
+            for rule in table.rules:
+                for entry in rule.inputEntries:
+                    for lhs in entry.lhs:
+                        if lhs:
+                            check(f"{where} DMN row {rule.row_number}",
+                                  lhs.replace("?", "dmninputexpr") if "?" in lhs else f"x == ({lhs})")
+                for out in rule.outputEntries:
+                    check(f"{where} DMN row {rule.row_number}", out.text)
+    if problems:
+        raise DiagramError(problems)
+
+
+class SpecRepository:
+    """Deployed diagram versions of one service, parsed once per process."""
+
+    def __init__(self, service: str, bpmn_dir: Path, clock):
+        self.service = service
+        self.bpmn_dir = bpmn_dir
+        self.clock = clock
+
+    def check(self, handler_names, form_names, sources=None) -> ProcessSpec:
+        sources = sources if sources is not None else read_sources(self.bpmn_dir, self.service)
+        if f"{self.service}.bpmn" not in sources:
+            raise DiagramError([f"missing {self.service}.bpmn in {self.bpmn_dir}"])
+        process = parse(sources, self.service)
+        validate(process, handler_names, form_names)
+        return process
+
+    def deploy(self, session, handler_names, form_names, sources=None) -> tuple[str, bool]:
+        """Validate and store the current diagrams; returns (hash, newly_deployed)."""
+        sources = sources if sources is not None else read_sources(self.bpmn_dir, self.service)
+        process = self.check(handler_names, form_names, sources)
+        if session.get(DeployedSpec, process.hash) is not None:
+            return process.hash, False
+        session.add(DeployedSpec(hash=process.hash, process_id=self.service, sources=sources,
+                                 deployed_at=self.clock.now()))
+        return process.hash, True
+
+    def latest(self, session) -> ProcessSpec:
+        row = session.scalars(
+            select(DeployedSpec).where(DeployedSpec.process_id == self.service)
+            .order_by(DeployedSpec.deployed_at.desc()).limit(1)
+        ).first()
+        if row is None:
+            raise LookupError(f"no diagram deployed for {self.service}: run `fzt bpmn deploy {self.service}`")
+        return self.by_hash(session, row.hash)
+
+    def by_hash(self, session, spec_hash: str) -> ProcessSpec:
+        cached = _by_hash_cache.get(spec_hash)
+        if cached is None:
+            row = session.get(DeployedSpec, spec_hash)
+            cached = _by_hash_cache[spec_hash] = parse(row.sources, row.process_id)
+        return cached
+
+
+_by_hash_cache: dict[str, ProcessSpec] = {}
