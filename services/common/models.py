@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .db import Base
+from .db import Base, UTCDateTime
 
 COMMON = {"info": {"service": "common"}}
 
@@ -20,7 +20,7 @@ class DeployedSpec(Base):
     hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     process_id: Mapped[str] = mapped_column(String(100))
     sources: Mapped[dict] = mapped_column(JSON)  # {file name: XML text}
-    deployed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    deployed_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class WorkflowInstance(Base):
@@ -37,9 +37,9 @@ class WorkflowInstance(Base):
     status: Mapped[str] = mapped_column(String(20))  # running | waiting | complete | error
     state: Mapped[dict] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    next_timer_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    next_timer_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     version: Mapped[int] = mapped_column(Integer, nullable=False)
     __mapper_args__ = {"version_id_col": version}
 
@@ -63,7 +63,7 @@ class WorkItem(Base):
     district: Mapped[str | None] = mapped_column(String(10), nullable=True)
     department: Mapped[str | None] = mapped_column(String(50), nullable=True)
     summary: Mapped[dict] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class TimelineEntry(Base):
@@ -71,7 +71,7 @@ class TimelineEntry(Base):
     __table_args__ = (Index("ix_timeline_case", "case_no", "at"), COMMON)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     case_no: Mapped[str] = mapped_column(String(40))
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
     title: Mapped[str] = mapped_column(String(200))
     detail: Mapped[str] = mapped_column(Text, default="")
     actor: Mapped[str] = mapped_column(String(100), default="")
@@ -85,8 +85,8 @@ class OutboxMessage(Base):
     message_id: Mapped[str] = mapped_column(String(36), unique=True)
     routing_key: Mapped[str] = mapped_column(String(200))
     envelope: Mapped[dict] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class InboxMessage(Base):
@@ -94,7 +94,7 @@ class InboxMessage(Base):
     __table_args__ = COMMON
     message_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     routing_key: Mapped[str] = mapped_column(String(200))
-    processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    processed_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class StaffUser(Base):

@@ -1,0 +1,73 @@
+"""Consuming one service's queue: validate, apply once, ack after commit, dead-letter the rest.
+
+* undecodable or invalid messages (bad JSON, unknown type, invalid body) go straight to the
+  service's dead-letter queue with the reason in ``x-fzt-reason``;
+* a handler that fails is retried a few times in place, then the message is dead-lettered;
+* a message that kills the process is redelivered by RabbitMQ and, after the quorum queue's
+  delivery limit, dead-lettered by the broker itself.
+Nothing is acked before it is applied and committed, or safely in the dead-letter queue.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from kombu.mixins import ConsumerMixin
+
+from .messages import InvalidMessage, parse_envelope
+
+log = logging.getLogger(__name__)
+
+
+class ServiceConsumer(ConsumerMixin):
+    def __init__(self, connection, topology, service, queue, apply, retries: int = 3,
+                 retry_delay: float = 0.2):
+        self.connection = connection
+        self.topology = topology
+        self.service = service
+        self.queue = queue
+        self.apply = apply
+        self.retries = retries
+        self.retry_delay = retry_delay
+
+    def get_consumers(self, Consumer, channel):
+        self.topology.declare(channel, self.service, [b.routing_key for b in self.queue.bindings])
+        return [Consumer(queues=[self.queue], callbacks=[self.on_message], accept=["json"],
+                         prefetch_count=20)]
+
+    def on_message(self, body, message):
+        try:
+            envelope = parse_envelope(body)
+        except InvalidMessage as err:
+            self.dead_letter(message, str(err))
+            return
+        last_error = None
+        for attempt in range(1, self.retries + 1):
+            try:
+                self.apply(envelope)
+                message.ack()
+                return
+            except Exception as err:  # retried, then dead-lettered with the reason
+                last_error = err
+                log.warning("handling %s (%s) failed, attempt %d: %s", envelope["type"],
+                            envelope["case_no"], attempt, err)
+                time.sleep(self.retry_delay * attempt)
+        self.dead_letter(message, f"handler failed {self.retries} times: "
+                                  f"{type(last_error).__name__}: {last_error}")
+
+    def on_decode_error(self, message, exc):
+        # kombu's default acks (drops) the message; keep it instead.
+        self.dead_letter(message, f"cannot decode: {type(exc).__name__}: {exc}")
+
+    def dead_letter(self, message, reason: str):
+        log.error("dead-lettering message on %s: %s", self.service, reason)
+        headers = dict(message.headers or {})
+        headers.update({"x-fzt-reason": reason[:1000], "x-fzt-service": self.service,
+                        "x-fzt-routing-key": message.delivery_info.get("routing_key", "")})
+        producer = self.connection.Producer()
+        producer.publish(message.body, exchange=self.topology.dead_letters,
+                         routing_key=self.service, headers=headers,
+                         content_type=message.content_type or "application/octet-stream",
+                         content_encoding=message.content_encoding or "binary",
+                         delivery_mode=2, declare=[self.topology.dead_letter_queue(self.service)])
+        message.ack()

@@ -1,0 +1,243 @@
+"""``fzt``: the platform's command line.
+
+    fzt run-all                 all four services + workers in one process (embedded defaults)
+    fzt serve intake            one service's web app (mounted at /intake)
+    fzt worker intake           one service's bus consumer, outbox relay and timer sweep
+    fzt db upgrade [SERVICE]    migrate databases
+    fzt bpmn check|deploy [SERVICE]
+    fzt demo-data               demo staff accounts
+    fzt token SERVICE USER      bearer token for the JSON API
+    fzt clock show|advance 1d|reset   move the platform clock (refused in production)
+
+Configuration comes from FZT_* environment variables (see services/common/config.py).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import sys
+import threading
+from datetime import timedelta
+
+import click
+
+from . import config as config_module
+from .config import DEFAULT_PORTS, SERVICES
+from .demo import DEMO_PASSWORD, demo_accounts, load_demo_accounts
+from .platform import load_service, one_process_wsgi, prepare
+from .web.app import create_app, prefixed
+from .web.auth import make_token
+from .workflow.specs import DiagramError
+
+SERVICE_ARG = click.argument("service", type=click.Choice(SERVICES))
+OPTIONAL_SERVICES = click.argument("services", nargs=-1, type=click.Choice(SERVICES))
+
+
+def _settings():
+    return config_module.from_env()
+
+
+def _logging():
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("spiff").setLevel(logging.WARNING)  # one line per task state otherwise
+
+
+@click.group()
+def main():
+    """阜政通 platform command line."""
+
+
+@main.group()
+def db():
+    """Database migrations."""
+
+
+@db.command("upgrade")
+@OPTIONAL_SERVICES
+def db_upgrade(services):
+    settings = _settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    from .migrations import upgrade
+    for name in services or SERVICES:
+        upgrade(name, load_service(name, settings).engine)
+        click.echo(f"{name}: database at newest schema")
+
+
+@main.group()
+def bpmn():
+    """Diagrams: check and deploy."""
+
+
+@bpmn.command("check")
+@OPTIONAL_SERVICES
+def bpmn_check(services):
+    """Validate diagrams without deploying (exit 1 on any problem)."""
+    settings = _settings()
+    failed = False
+    for name in services or SERVICES:
+        service = load_service(name, settings)
+        if not service.has_diagram:
+            click.echo(f"{name}: no diagram")
+            continue
+        try:
+            process = service.specs.check(service.definition.service_tasks.names(),
+                                          set(service.definition.forms))
+            click.echo(f"{name}: ok ({process.hash[:12]})")
+        except DiagramError as err:
+            failed = True
+            click.echo(f"{name}: {err}", err=True)
+    sys.exit(1 if failed else 0)
+
+
+@bpmn.command("deploy")
+@OPTIONAL_SERVICES
+def bpmn_deploy(services):
+    """Validate and deploy; running cases stay on their version, new cases take this one."""
+    settings = _settings()
+    failed = False
+    for name in services or SERVICES:
+        service = load_service(name, settings)
+        try:
+            spec_hash, new = service.deploy()
+        except DiagramError as err:
+            failed = True
+            click.echo(f"{name}: refused, nothing deployed.\n{err}", err=True)
+            continue
+        if spec_hash:
+            click.echo(f"{name}: {'deployed' if new else 'already deployed'} {spec_hash[:12]}")
+    sys.exit(1 if failed else 0)
+
+
+@main.command("demo-data")
+def demo_data():
+    """Create demo staff accounts in every service (refused in production)."""
+    settings = _settings()
+    for name in SERVICES:
+        load_demo_accounts(load_service(name, settings))
+    _print_accounts()
+
+
+def _print_accounts():
+    click.echo(f"演示账号（密码均为 {DEMO_PASSWORD}）:")
+    for username, display, role, _district, _department in demo_accounts():
+        click.echo(f"  {username:<22} {display}")
+
+
+@main.command()
+@SERVICE_ARG
+@click.argument("username")
+def token(service, username):
+    """Print a bearer token for USERNAME (the user must exist in SERVICE)."""
+    settings = _settings()
+    from .web.auth import find_staff
+    app = create_app(load_service(service, settings))
+    with app.app_context():
+        if find_staff(username) is None:
+            raise click.ClickException(f"no active user {username!r} in {service}")
+    click.echo(make_token(settings.secret_key, username))
+
+
+@main.group()
+def clock():
+    """The platform clock (demos and tests; refused in production)."""
+
+
+_DURATION = re.compile(r"^(\d+)([dhm])$")
+
+
+@clock.command("advance")
+@click.argument("duration")
+def clock_advance(duration):
+    """Move the clock forward by DURATION, e.g. 1d, 3h, 30m."""
+    match = _DURATION.match(duration)
+    if not match:
+        raise click.BadParameter("use e.g. 1d, 3h or 30m")
+    seconds = int(match.group(1)) * {"d": 86400, "h": 3600, "m": 60}[match.group(2)]
+    _shift_clock(lambda current: current + seconds)
+
+
+@clock.command("reset")
+def clock_reset():
+    _shift_clock(lambda current: 0)
+
+
+@clock.command("show")
+def clock_show():
+    service = load_service("intake", _settings())
+    click.echo(f"platform time {service.clock.now().isoformat()}")
+
+
+def _shift_clock(change):
+    settings = _settings()
+    if settings.production:
+        raise click.ClickException("生产环境不允许调整平台时钟 (clock control is refused in production)")
+    for name in SERVICES:
+        service = load_service(name, settings)
+        current = int(service._read_clock_offset().total_seconds())
+        service.set_clock_offset(change(current))
+    click.echo(f"platform clock offset now {timedelta(seconds=change(current))}")
+
+
+@main.command()
+@SERVICE_ARG
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", type=int, default=None)
+def serve(service, host, port):
+    """Serve one service's web app under /<service>."""
+    _logging()
+    from waitress import serve as waitress_serve
+    svc = load_service(service, _settings())
+    app = prefixed({service: create_app(svc)})
+    waitress_serve(app, host=host, port=port or DEFAULT_PORTS[service], threads=8,
+                   ident="fzt")
+
+
+@main.command()
+@SERVICE_ARG
+def worker(service):
+    """Run one service's bus consumer, outbox relay and timer sweep until stopped."""
+    _logging()
+    from .worker import Worker
+    running = Worker(load_service(service, _settings())).start()
+    click.echo(f"{service} worker running")
+    _wait_for_signal()
+    running.stop()
+
+
+@main.command("run-all")
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", type=int, default=8000)
+@click.option("--demo/--no-demo", default=True, help="load demo accounts")
+def run_all(host, port, demo):
+    """Everything in one process: migrate, deploy, demo accounts, four apps and workers."""
+    _logging()
+    from waitress.server import create_server
+    from .worker import Worker
+    settings = _settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    services = {name: load_service(name, settings) for name in SERVICES}
+    for service in services.values():
+        prepare(service)
+        if demo:
+            load_demo_accounts(service)
+    server = create_server(one_process_wsgi(services), host=host, port=port, threads=8, ident="fzt")
+    workers = [Worker(s).start() for s in services.values()]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    if demo:
+        _print_accounts()
+    click.echo(f"阜政通 running at http://{host}:{port}/ (Ctrl-C stops)")
+    _wait_for_signal()
+    click.echo("stopping …")
+    server.close()
+    for running in workers:
+        running.stop()
+
+
+def _wait_for_signal():
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.is_set():
+        stop.wait(0.5)

@@ -1,0 +1,18 @@
+"""The dispatch service: routing each case to the department that must solve it."""
+from services.common.service import Listeners, ServiceDefinition
+from services.common.workflow.handlers import HandlerRegistry
+
+from .forms import FORMS
+
+
+def _blueprints():
+    from . import api, views
+    return [views.bp, api.bp]
+
+
+definition = ServiceDefinition(
+    name="dispatch", title="分拨办理", service_tasks=HandlerRegistry(), listeners=Listeners(),
+    forms=FORMS, blueprints=_blueprints, home_endpoint="dispatch.start",
+    summary_keys=("description", "category", "suggested_department", "channel", "submitted_at",
+                  "location", "department_name"),
+)

@@ -1,0 +1,41 @@
+"""Intake's JSON API (v1): submit a request, look up its status with the tracking code."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+from marshmallow import ValidationError
+
+from services.common.web.app import csrf_exempt
+
+from .requests import RequestSchema, find_request, public_timeline, submit_request
+from .views import STATUS_NAMES
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+@bp.post("/requests")
+@csrf_exempt
+def create_request():
+    payload = request.get_json(silent=True)
+    if payload is None:
+        return jsonify(error="invalid_json", message="请求体必须是 JSON 对象"), 400
+    try:
+        data = RequestSchema().load(payload)
+    except ValidationError as err:
+        return jsonify(error="validation_failed", message="请检查填写内容", fields=err.messages), 400
+    created = submit_request(current_app.extensions["fzt"], data)
+    return jsonify(case_no=created.case_no, tracking_code=created.tracking_code), 201
+
+
+@bp.get("/requests/<case_no>")
+def get_request(case_no):
+    service = current_app.extensions["fzt"]
+    found = find_request(service, case_no, request.args.get("tracking_code", ""))
+    if found is None:
+        return jsonify(error="not_found", message="未找到该诉求，请核对诉求编号和查询码"), 404
+    return jsonify(
+        case_no=found.case_no, status=found.status, status_name=STATUS_NAMES.get(found.status, found.status),
+        district=found.district, category=found.category, channel=found.channel,
+        submitted_at=found.created_at.isoformat(),
+        timeline=[{"at": e.at.isoformat(), "title": e.title, "detail": e.detail}
+                  for e in public_timeline(service, found.case_no)],
+    )

@@ -1,0 +1,115 @@
+"""Taking a citizen request: validation rules, case numbers, tracking codes, the submit command.
+
+Shared by the mobile form, the JSON API and (later) the other channels, so every channel
+gets the same checks and the same case record.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import timedelta
+
+from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from services.common.models import TimelineEntry
+from services.common.reference import CATEGORIES, CHANNELS, district_code
+
+from .models import CaseSequence, CitizenRequest
+
+PHONE = re.compile(r"^(1[3-9]\d{9}|0\d{2,3}-?\d{7,8})$")
+TRACKING_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L
+CHINA_OFFSET_HOURS = 8
+
+
+class RequestSchema(Schema):
+    """A new citizen request, from any channel. Error messages are shown to citizens."""
+
+    district = fields.String(required=True, error_messages={"required": "请选择所在县区"})
+    name = fields.String(required=True, validate=validate.Length(min=1, max=50, error="姓名需为1至50个字"),
+                         error_messages={"required": "请填写姓名"})
+    phone = fields.String(required=True, error_messages={"required": "请填写联系电话"})
+    description = fields.String(required=True, validate=validate.Length(
+        min=5, max=2000, error="诉求内容需为5至2000个字"), error_messages={"required": "请描述您的诉求"})
+    category = fields.String(load_default="", validate=validate.OneOf(
+        ["", *CATEGORIES], error="未知的诉求类别"))
+    channel = fields.String(load_default="web", validate=validate.OneOf(list(CHANNELS), error="未知的渠道"))
+    location = fields.String(load_default="", validate=validate.Length(max=200, error="地址不超过200个字"))
+
+    @pre_load
+    def _strip(self, data, **_):
+        if not isinstance(data, dict):
+            raise ValidationError("请求内容必须是 JSON 对象", "_schema")
+        return {k: v.strip() if isinstance(v, str) else v for k, v in data.items()}
+
+    @validates("district")
+    def _district(self, value, **_):
+        if district_code(value) is None:
+            raise ValidationError("未知的县区，请从列表中选择")
+
+    @validates("phone")
+    def _phone(self, value, **_):
+        if not PHONE.match(value):
+            raise ValidationError("请填写正确的手机号或座机号码")
+
+
+def next_case_no(session, district: str, now) -> str:
+    """``<district>-<yyyymmdd>-<nnnn>``, the day in China time; safe under concurrency."""
+    day = (now + timedelta(hours=CHINA_OFFSET_HOURS)).strftime("%Y%m%d")
+    for _ in range(3):
+        last = session.execute(
+            update(CaseSequence).where(CaseSequence.district == district, CaseSequence.day == day)
+            .values(last=CaseSequence.last + 1).returning(CaseSequence.last)
+        ).scalar()
+        if last is not None:
+            return f"{district}-{day}-{last:04d}"
+        try:
+            with session.begin_nested():
+                session.add(CaseSequence(district=district, day=day, last=0))
+        except IntegrityError:
+            pass  # another request created today's row first; increment it
+    raise RuntimeError("could not allocate a case number")
+
+
+def new_tracking_code() -> str:
+    return "".join(secrets.choice(TRACKING_ALPHABET) for _ in range(8))
+
+
+def submit_request(service, data: dict) -> CitizenRequest:
+    """Store a validated request and start intake.bpmn for it, in one transaction."""
+    district = district_code(data["district"])
+    with service.uow() as uow:
+        now = service.clock.now()
+        case_no = next_case_no(uow.session, district, now)
+        request = CitizenRequest(
+            case_no=case_no, tracking_code=new_tracking_code(), district=district,
+            name=data["name"], phone=data["phone"], description=data["description"],
+            category=data.get("category", ""), channel=data.get("channel", "web"),
+            location=data.get("location", ""), status="submitted", created_at=now)
+        uow.add(request)
+        service.runtime.start(uow, case_no, {
+            "case_no": case_no, "district": district, "name": request.name, "phone": request.phone,
+            "description": request.description, "category": request.category,
+            "channel": request.channel, "location": request.location,
+            "submitted_at": now.isoformat(),
+        })
+        uow.commit()
+    return request
+
+
+def find_request(service, case_no: str, tracking_code: str):
+    """The request if the tracking code matches (constant-time compare), else None."""
+    with service.uow() as uow:
+        request = uow.session.get(CitizenRequest, (case_no or "").strip())
+    if request is None or not secrets.compare_digest(request.tracking_code,
+                                                      (tracking_code or "").strip().upper()):
+        return None
+    return request
+
+
+def public_timeline(service, case_no: str):
+    with service.uow() as uow:
+        return uow.session.scalars(select(TimelineEntry).where(
+            TimelineEntry.case_no == case_no, TimelineEntry.public.is_(True))
+            .order_by(TimelineEntry.at, TimelineEntry.id)).all()
