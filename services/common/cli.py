@@ -241,3 +241,7 @@ def _wait_for_signal():
         signal.signal(sig, lambda *_: stop.set())
     while not stop.is_set():
         stop.wait(0.5)
+
+
+if __name__ == "__main__":
+    main()

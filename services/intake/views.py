@@ -24,7 +24,8 @@ def submit():
         values = {k: request.form.get(k, "") for k in
                   ("district", "name", "phone", "description", "category", "location")}
         try:
-            data = RequestSchema().load({**values, "channel": "web"})
+            # An empty field is a missing one, so the citizen reads "请填写…", not "invalid".
+            data = RequestSchema().load({**{k: v for k, v in values.items() if v.strip()}, "channel": "web"})
         except ValidationError as err:
             errors = err.messages
         else:

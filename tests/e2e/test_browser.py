@@ -1,0 +1,207 @@
+"""The whole citizen → dispatcher → department journey in a real browser (Debian's chromium).
+
+One ``fzt run-all`` (SQLite + in-memory bus) serves all four apps. A citizen submits on a
+phone-sized viewport, the 海州区 dispatcher assigns on a laptop, the 住建局 handler replies,
+and the citizen looks the case up again. Every page is saved as a screenshot in the test's
+tmp dir and copied to /tmp/screens/ for review.
+
+Without /usr/bin/chromium the tests are skipped (they fail instead when CI=true).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from services.common.demo import DEMO_PASSWORD
+from tests.support.cluster import OneProcessCluster
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+REVIEW_DIR = Path("/tmp/screens")
+DISTRICT_NAMES = ["阜新蒙古族自治县", "彰武县", "海州区", "细河区", "太平区", "新邱区", "清河门区"]
+PHONE = dict(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+             has_touch=True, locale="zh-CN", timezone_id="Asia/Shanghai")
+LAPTOP = dict(viewport={"width": 1366, "height": 768}, locale="zh-CN", timezone_id="Asia/Shanghai")
+BUS_TIMEOUT = 30  # seconds: events cross the (asynchronous) bus between services
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with OneProcessCluster(tmp_path_factory.mktemp("browser-var")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing (apt-get install chromium)"
+        if IN_CI:
+            pytest.fail(message + "; CI requires it", pytrace=False)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def screens(tmp_path_factory):
+    """``shot(page, name)``: a full-page screenshot in the tmp dir, copied to /tmp/screens/."""
+    folder = tmp_path_factory.mktemp("screens")
+    REVIEW_DIR.mkdir(parents=True, exist_ok=True)
+
+    def shot(page, name: str) -> Path:
+        path = folder / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        shutil.copy(path, REVIEW_DIR / path.name)
+        return path
+
+    return shot
+
+
+def stored_requests(cluster) -> int:
+    with sqlite3.connect(cluster.var_dir / "intake.db") as db:
+        return db.execute("SELECT count(*) FROM citizen_requests").fetchone()[0]
+
+
+def reload_until_visible(page, locator, timeout=BUS_TIMEOUT):
+    """Reload ``page`` until ``locator`` is there (work lists fill in from bus events)."""
+    from playwright.sync_api import expect
+    deadline = time.monotonic() + timeout
+    while locator.count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.3)
+        page.reload()
+    expect(locator).to_be_visible(timeout=1000)
+
+
+def staff_login(context, cluster, username, who):
+    from playwright.sync_api import expect
+    page = context.new_page()
+    page.goto(cluster.url("dispatch", "/login"))
+    page.get_by_label("用户名").fill(username)
+    page.get_by_label("密码").fill(DEMO_PASSWORD)
+    page.get_by_role("button", name="登录").click()
+    expect(page.locator(".topbar .who")).to_contain_text(who)
+    return page
+
+
+def test_empty_form_shows_chinese_errors_and_stores_nothing(cluster, browser, screens):
+    from playwright.sync_api import expect
+    before = stored_requests(cluster)
+    context = browser.new_context(**PHONE)
+    page = context.new_page()
+    page.goto(cluster.url("intake", "/"))
+    with page.expect_response(lambda r: r.request.method == "POST") as posted:
+        page.get_by_role("button", name="提交诉求").click()
+    assert posted.value.status == 400
+    expect(page.get_by_role("alert")).to_contain_text("提交未成功，请按提示修改后再提交。")
+    errors = page.locator(".field-error")
+    for message in ("请选择所在县区", "请填写姓名", "请填写联系电话", "请描述您的诉求"):
+        expect(errors.filter(has_text=message)).to_be_visible()
+    screens(page, "01-citizen-form-errors-mobile")
+    assert stored_requests(cluster) == before
+    context.close()
+
+
+def test_citizen_to_department_journey(cluster, browser, screens):
+    from playwright.sync_api import expect
+    description = "我家楼上卫生间漏水，已经三天了，天花板一直滴水，物业联系不上，请帮忙处理。"
+
+    # (a) A citizen on a phone submits a request.
+    citizen = browser.new_context(**PHONE)
+    page = citizen.new_page()
+    page.goto(cluster.url("intake", "/"))
+    expect(page.get_by_role("heading", name="我要反映")).to_be_visible()
+    expect(page.locator(".welcome")).to_contain_text("阜政通")
+    expect(page.locator(".welcome")).to_contain_text("1个工作日内交办")
+    for district in DISTRICT_NAMES:
+        expect(page.get_by_role("radio", name=district, exact=True)).to_be_visible()
+    expect(page.get_by_role("radio")).to_have_count(len(DISTRICT_NAMES))
+    screens(page, "02-citizen-form-mobile")
+    page.get_by_role("radio", name="海州区", exact=True).check()
+    page.get_by_label("姓名").fill("张桂兰")
+    page.get_by_label("联系电话").fill("13904181234")
+    page.get_by_label("诉求内容").fill(description)
+    page.get_by_label("地点（可不填）").fill("海州区解放大街某小区3号楼2单元")
+    screens(page, "03-citizen-form-filled-mobile")
+    page.get_by_role("button", name="提交诉求").click()
+    expect(page.get_by_role("heading", name="提交成功")).to_be_visible()
+    case_no = page.locator("#case-no").inner_text().strip()
+    tracking_code = page.locator("#tracking-code").inner_text().strip()
+    assert re.fullmatch(r"210902-\d{8}-\d{4}", case_no), case_no
+    assert re.fullmatch(r"[A-Z2-9]{8}", tracking_code), tracking_code
+    expect(page.get_by_role("button", name="查看办理进度")).to_be_visible()
+    screens(page, "04-citizen-submitted-mobile")
+    page.get_by_role("button", name="查看办理进度").click()
+    expect(page.locator("#case-status")).to_contain_text(case_no)
+    screens(page, "05-citizen-status-submitted-mobile")
+    citizen.close()
+
+    # (c) The 海州区 dispatcher assigns it on a laptop to the suggested department.
+    dispatcher = browser.new_context(**LAPTOP)
+    page = staff_login(dispatcher, cluster, "fenbo_haizhou", "海州区分拨员")
+    page.goto(cluster.url("dispatch", "/queue"))
+    row = page.locator(f'#queue tr[data-case="{case_no}"]')
+    reload_until_visible(page, row)
+    expect(row).to_contain_text("海州区")
+    expect(row).to_contain_text("漏水")
+    department = row.get_by_label("承办部门")
+    expect(department).to_have_value("zhujian")
+    expect(department.locator("option:checked")).to_have_text("市住房和城乡建设局")
+    expect(row).to_contain_text("建议：市住房和城乡建设局")
+    screens(page, "06-dispatcher-queue-laptop")
+    row.get_by_role("button", name="交办").click()
+    expect(page.get_by_role("status").filter(has_text=f"案件 {case_no} 已交办")).to_be_visible()
+    expect(page.locator(f'#queue tr[data-case="{case_no}"]')).to_have_count(0)
+    screens(page, "07-dispatcher-assigned-laptop")
+    dispatcher.close()
+
+    # (d) The 住建局 handler finds it in the inbox and replies.
+    handler = browser.new_context(**LAPTOP)
+    page = staff_login(handler, cluster, "bm_zhujian", "市住房和城乡建设局办理人")
+    page.goto(cluster.url("dispatch", "/inbox"))
+    row = page.locator(f'#inbox tr[data-case="{case_no}"]')
+    reload_until_visible(page, row)
+    screens(page, "08-handler-inbox-laptop")
+    row.get_by_role("link", name=case_no).click()
+    expect(page.get_by_role("heading", name=f"案件 {case_no}")).to_be_visible()
+    expect(page.locator("main")).to_contain_text(description)
+    screens(page, "09-handler-case-laptop")
+    page.get_by_label("办理结果（答复诉求人）").fill(
+        "已联系楼上住户和物业公司，卫生间防水已于今日修复，请您留意天花板是否还有渗水。")
+    page.get_by_role("button", name="提交办理结果").click()
+    expect(page.get_by_role("status").filter(has_text="办理结果已提交")).to_be_visible()
+    expect(page.get_by_role("button", name="提交办理结果")).to_have_count(0)
+    screens(page, "10-handler-case-done-laptop")
+    handler.close()
+
+    # (e) The citizen looks the case up again with case number and tracking code.
+    citizen = browser.new_context(**PHONE)
+    page = citizen.new_page()
+    page.goto(cluster.url("intake", "/status"))
+    page.get_by_label("诉求编号").fill(case_no)
+    page.get_by_label("查询码").fill(tracking_code)
+    deadline = time.monotonic() + BUS_TIMEOUT
+    while True:  # intake hears of the assignment over the bus
+        page.get_by_role("button", name="查询").click()
+        expect(page.locator("#case-status")).to_contain_text(case_no)
+        if "已交办" in page.locator("#status-name").inner_text() or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    expect(page.locator("#status-name")).to_contain_text("已交办")
+    timeline = page.locator("ol.timeline li")
+    expect(timeline.filter(has_text="诉求已提交")).to_have_count(1)
+    expect(timeline.filter(has_text="已交办承办部门")).to_have_count(1)
+    screens(page, "11-citizen-status-assigned-mobile")
+    citizen.close()

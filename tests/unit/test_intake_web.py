@@ -1,0 +1,108 @@
+"""Intake's form and API through Flask's test client (SQLite, no bus needed)."""
+import re
+
+import pytest
+from sqlalchemy import func, select
+
+from services.common.models import OutboxMessage
+from services.common.web.app import create_app
+from services.intake.models import CitizenRequest
+
+VALID = {"district": "海州区", "name": "张三", "phone": "13800001234", "description": "楼上漏水，天花板一直滴水"}
+
+
+@pytest.fixture
+def intake(build_service):
+    return build_service("intake")
+
+
+@pytest.fixture
+def client(intake):
+    return create_app(intake).test_client()
+
+
+def count(service, model):
+    with service.uow() as uow:
+        return uow.session.scalar(select(func.count()).select_from(model))
+
+
+def csrf_from(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def test_api_creates_case_with_readable_number_and_publishes_it(client, intake):
+    response = client.post("/api/v1/requests", json=VALID)
+    assert response.status_code == 201
+    body = response.get_json()
+    assert re.fullmatch(r"210902-\d{8}-0001", body["case_no"])
+    assert re.fullmatch(r"[A-Z2-9]{8}", body["tracking_code"])
+    second = client.post("/api/v1/requests", json={**VALID, "district": "210902"}).get_json()
+    assert second["case_no"].endswith("-0002")
+    with intake.uow() as uow:
+        [first_message, _] = uow.session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).all()
+    assert first_message.routing_key == "intake.case_submitted"
+    assert first_message.envelope["body"]["district"] == "210902"
+
+
+@pytest.mark.parametrize("payload, field", [
+    ({**VALID, "district": "北京市"}, "district"),
+    ({**VALID, "phone": "12345"}, "phone"),
+    ({**VALID, "description": "短"}, "description"),
+    ({**VALID, "category": "nope"}, "category"),
+    ({k: v for k, v in VALID.items() if k != "name"}, "name"),
+    ({**VALID, "name": "x" * 51}, "name"),
+])
+def test_api_rejects_bad_fields_and_stores_nothing(client, intake, payload, field):
+    response = client.post("/api/v1/requests", json=payload)
+    assert response.status_code == 400
+    assert field in response.get_json()["fields"]
+    assert count(intake, CitizenRequest) == 0
+    assert count(intake, OutboxMessage) == 0
+
+
+@pytest.mark.parametrize("data, content_type", [("not json", "application/json"), ("[1,2]", "application/json"),
+                                                ("a=b", "application/x-www-form-urlencoded")])
+def test_api_rejects_non_objects(client, data, content_type):
+    response = client.post("/api/v1/requests", data=data, content_type=content_type)
+    assert response.status_code == 400
+    assert response.is_json
+
+
+def test_status_lookup_needs_the_right_tracking_code(client):
+    created = client.post("/api/v1/requests", json=VALID).get_json()
+    ok = client.get(f"/api/v1/requests/{created['case_no']}?tracking_code={created['tracking_code'].lower()}")
+    assert ok.status_code == 200
+    assert ok.get_json()["timeline"][0]["title"] == "诉求已提交，等待分拨"
+    assert "phone" not in ok.get_json() and "name" not in ok.get_json()
+    wrong = client.get(f"/api/v1/requests/{created['case_no']}?tracking_code=AAAAAAAA")
+    assert wrong.status_code == 404
+    assert client.get("/api/v1/requests/nope?tracking_code=x").status_code == 404
+
+
+def test_form_without_csrf_token_is_refused(client, intake):
+    response = client.post("/", data=VALID)
+    assert response.status_code == 400
+    assert "页面已过期" in response.get_data(as_text=True)
+    assert count(intake, CitizenRequest) == 0
+
+
+def test_form_shows_districts_and_errors_in_chinese_then_submits(client, intake):
+    page = client.get("/").get_data(as_text=True)
+    for name in ("阜新蒙古族自治县", "彰武县", "海州区", "细河区", "太平区", "新邱区", "清河门区"):
+        assert name in page
+    token = csrf_from(page)
+    bad = client.post("/", data={"csrf_token": token, "name": "", "phone": "1", "description": ""})
+    assert bad.status_code == 400
+    text = bad.get_data(as_text=True)
+    assert "请选择所在县区" in text and "请填写正确的手机号" in text
+    good = client.post("/", data={"csrf_token": token, **VALID, "district": "210902",
+                                  "description": "<script>alert(1)</script>漏水"}, follow_redirects=True)
+    assert good.status_code == 200
+    assert "提交成功" in good.get_data(as_text=True)
+    with intake.uow() as uow:
+        stored = uow.session.scalars(select(CitizenRequest)).one()
+    assert stored.description.startswith("<script>")  # stored as typed, escaped when shown
+
+
+def test_healthz(client):
+    assert client.get("/healthz").get_json() == {"service": "intake", "status": "ok"}

@@ -1,0 +1,161 @@
+"""The workflow runtime driving the real diagrams, on SQLite with a frozen clock."""
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import func, select
+
+from services.common.models import DeployedSpec, OutboxMessage, TimelineEntry, WorkflowInstance, WorkItem
+from services.common.workflow.runtime import Conflict
+from services.common.workflow.specs import DiagramError, read_sources
+
+SUBMITTED_AT = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc).isoformat()
+
+
+def submission(case_no="210902-20261102-0001", description="楼上漏水，天花板一直滴水", category=""):
+    return {"case_no": case_no, "district": "210902", "name": "张三", "phone": "13800001234",
+            "description": description, "category": category, "channel": "web", "location": "",
+            "submitted_at": SUBMITTED_AT}
+
+
+def deliver(service, body):
+    with service.uow() as uow:
+        taken = service.runtime.deliver(uow, "intake.case_submitted", body, body["case_no"])
+        uow.commit()
+    return taken
+
+
+def items(service, **filters):
+    with service.uow() as uow:
+        query = select(WorkItem).filter_by(**filters)
+        return uow.session.scalars(query).all()
+
+
+def outbox(service, routing_key):
+    with service.uow() as uow:
+        return uow.session.scalars(select(OutboxMessage).where(OutboxMessage.routing_key == routing_key)).all()
+
+
+@pytest.fixture
+def dispatch(build_service):
+    return build_service("dispatch")
+
+
+@pytest.mark.parametrize("description, category, expected", [
+    ("楼上漏水，天花板一直滴水", "", "zhujian"),
+    ("小区门口占道经营", "", "chengguan"),
+    ("公交站牌损坏", "traffic", "jiaotong"),
+    ("想咨询一下办事流程", "", ""),
+])
+def test_dmn_suggests_department(dispatch, description, category, expected):
+    assert deliver(dispatch, submission(description=description, category=category)) == 1
+    [item] = items(dispatch, task_name="assign")
+    assert item.district == "210902"
+    assert item.summary["suggested_department"] == expected
+
+
+def test_assign_moves_case_to_department_and_throws_message(dispatch):
+    deliver(dispatch, submission())
+    [item] = items(dispatch, task_name="assign")
+    with dispatch.uow() as uow:
+        dispatch.runtime.complete(uow, item.id, {"department": "zhujian", "department_name": "市住建局"},
+                                  actor="海州区分拨员")
+        uow.commit()
+    [handle] = items(dispatch, task_name="handle")
+    assert handle.department == "zhujian"
+    [message] = outbox(dispatch, "dispatch.case_assigned")
+    assert message.envelope["body"]["summary"] == "已交办至市住建局"
+    with dispatch.uow() as uow:
+        titles = [t.title for t in uow.session.scalars(select(TimelineEntry).order_by(TimelineEntry.id))]
+    assert titles == ["登记诉求", "分拨交办"]
+
+
+def test_assign_deadline_fires_once_from_the_diagram_timer(dispatch):
+    deliver(dispatch, submission())
+    dispatch.clock.advance(timedelta(hours=23))
+    assert dispatch.runtime.fire_due_timers(dispatch.uow) == 0
+    dispatch.clock.advance(timedelta(hours=1, seconds=1))
+    assert dispatch.runtime.fire_due_timers(dispatch.uow) == 1
+    assert dispatch.runtime.fire_due_timers(dispatch.uow) == 0
+    [missed] = outbox(dispatch, "dispatch.deadline_missed")
+    assert missed.envelope["body"] == {"case_no": "210902-20261102-0001", "stage": "assign"}
+    # The task is still waiting for the dispatcher (non-interrupting timer).
+    assert len(items(dispatch, task_name="assign")) == 1
+    # Completing the task afterwards does not replay the breach.
+    [item] = items(dispatch, task_name="assign")
+    with dispatch.uow() as uow:
+        dispatch.runtime.complete(uow, item.id, {"department": "zhujian", "department_name": "x"}, actor="a")
+        uow.commit()
+    assert len(outbox(dispatch, "dispatch.deadline_missed")) == 1
+
+
+def test_second_click_on_a_stale_version_gets_a_conflict(dispatch):
+    deliver(dispatch, submission())
+    [item] = items(dispatch, task_name="assign")
+    with dispatch.uow() as uow:
+        version = uow.session.get(WorkflowInstance, item.instance_id).version
+    with dispatch.uow() as uow:
+        dispatch.runtime.complete(uow, item.id, {"department": "zhujian", "department_name": "x"},
+                                  actor="a", expected_version=version)
+        uow.commit()
+    with dispatch.uow() as uow, pytest.raises(Conflict, match="请刷新"):
+        # The work item is gone, but the instance row tells the late clicker what happened.
+        instance = uow.session.get(WorkflowInstance, item.instance_id)
+        if instance.version != version:
+            raise Conflict(instance.case_no)
+
+
+def test_instances_store_state_without_the_spec(dispatch):
+    deliver(dispatch, submission())
+    with dispatch.uow() as uow:
+        instance = uow.session.scalars(select(WorkflowInstance)).one()
+    assert "spec" not in instance.state and "subprocess_specs" not in instance.state
+    assert instance.state["state_version"] == "fzt-1"
+
+
+def test_running_cases_keep_their_version_new_cases_take_the_latest(dispatch):
+    deliver(dispatch, submission("210902-20261102-0001"))
+    sources = read_sources(dispatch.settings.bpmn_dir, "dispatch")
+    sources["dispatch.bpmn"] = sources["dispatch.bpmn"].replace('"P1D"', '"P2D"')
+    new_hash, created = dispatch.deploy(sources)
+    assert created
+    deliver(dispatch, submission("210902-20261102-0002"))
+    with dispatch.uow() as uow:
+        hashes = {i.case_no: (i.spec_hash, i.next_timer_at) for i in uow.session.scalars(select(WorkflowInstance))}
+    old, new = hashes["210902-20261102-0001"], hashes["210902-20261102-0002"]
+    assert old[0] != new_hash and new[0] == new_hash
+    assert new[1] - old[1] == timedelta(days=1)  # the edited deadline, with no code change
+    dispatch.clock.advance(timedelta(days=1, seconds=1))
+    assert dispatch.runtime.fire_due_timers(dispatch.uow) == 1  # only the old-version case
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda x: x.replace("del submission", "import os"), "Import is not allowed"),
+    (lambda x: x.replace("del submission", "x = open('/etc/passwd')"), "name 'open'"),
+    (lambda x: x.replace('"P1D"', '__import__("os")'), "name '__import__'"),
+    (lambda x: x.replace('<bpmn:userTask id="handle"', '<bpmn:userTask id="handle_x"')
+                .replace('targetRef="handle"', 'targetRef="handle_x"')
+                .replace('sourceRef="handle"', 'sourceRef="handle_x"'), "no form for user task"),
+    (lambda x: x.replace('<bpmn:sequenceFlow id="flow_6" sourceRef="handle" targetRef="handled" />',
+                         '<bpmn:sequenceFlow id="flow_6" sourceRef="handle" targetRef="s" />'
+                         '<bpmn:sequenceFlow id="flow_s" sourceRef="s" targetRef="handled" />'
+                         "<bpmn:serviceTask id='s' name='s'><bpmn:extensionElements>"
+                         "<spiffworkflow:serviceTaskOperator id='no_such_handler' /></bpmn:extensionElements>"
+                         "</bpmn:serviceTask>"), "unknown handler.*no_such_handler"),
+    (lambda x: x.replace("<bpmn:process", "<bpmn:broken"), "diagram validation failed"),
+])
+def test_invalid_diagrams_are_refused_and_nothing_is_stored(dispatch, edit, problem):
+    sources = read_sources(dispatch.settings.bpmn_dir, "dispatch")
+    sources["dispatch.bpmn"] = edit(sources["dispatch.bpmn"])
+    with dispatch.uow() as uow:
+        before = uow.session.scalar(select(func.count()).select_from(DeployedSpec))
+    with pytest.raises(DiagramError, match=problem):
+        dispatch.deploy(sources)
+    with dispatch.uow() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(DeployedSpec)) == before
+
+
+def test_unparsable_dmn_is_refused(dispatch):
+    sources = read_sources(dispatch.settings.bpmn_dir, "dispatch")
+    sources["route_department.dmn"] = sources["route_department.dmn"].replace('"漏水" in ?', '"漏水" in ? or')
+    with pytest.raises(DiagramError, match="DMN"):
+        dispatch.deploy(sources)
