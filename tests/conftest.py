@@ -53,7 +53,7 @@ def make_pg_database(postgres_admin):
     created = []
 
     def make(suffix: str) -> str:
-        name = f"{RUN_ID}_{suffix}"
+        name = f"{RUN_ID}_{len(created)}_{suffix}"
         postgres_admin.execute(f'CREATE DATABASE "{name}"')
         created.append(name)
         return f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"

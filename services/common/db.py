@@ -10,6 +10,16 @@ from datetime import timezone
 from sqlalchemy import DateTime, create_engine, event
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+
+class Conflict(Exception):
+    """Someone else changed the record first (optimistic lock); the user should reload."""
+
+    def __init__(self, case_no: str | None = None):
+        what = f"案件 {case_no} " if case_no else "该记录"
+        super().__init__(f"{what}已被他人更新，请刷新后重试 (changed by someone else, reload)")
+        self.case_no = case_no
 
 
 class UTCDateTime(TypeDecorator):
@@ -72,7 +82,11 @@ class UnitOfWork:
             self.session.close()
 
     def commit(self):
-        self.session.commit()
+        try:
+            self.session.commit()
+        except StaleDataError:
+            self.session.rollback()
+            raise Conflict() from None
 
     def rollback(self):
         self.session.rollback()

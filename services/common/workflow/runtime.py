@@ -23,20 +23,13 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from ..bus.messages import make_envelope
 from ..clock import use_clock
+from ..db import Conflict
 from ..models import OutboxMessage, TimelineEntry, WorkflowInstance, WorkItem
 from .handlers import StepContext
 from .sandbox import RestrictedEnvironment
 from .serializer import dump_state, load_state
 
 _step: contextvars.ContextVar[StepContext] = contextvars.ContextVar("fzt_step")
-
-
-class Conflict(Exception):
-    """Someone else changed the case first; the user should reload."""
-
-    def __init__(self, case_no: str):
-        super().__init__(f"案件 {case_no} 已被他人更新，请刷新后重试 (case changed, reload)")
-        self.case_no = case_no
 
 
 class TaskNotFound(LookupError):
@@ -151,8 +144,8 @@ class WorkflowRuntime:
                 try:
                     uow.commit()
                     fired += 1
-                except StaleDataError:
-                    uow.rollback()  # another worker fired it first
+                except Conflict:
+                    pass  # another worker fired it first
         return fired
 
     # -- internals ----------------------------------------------------------------------
@@ -192,6 +185,12 @@ class WorkflowRuntime:
         due = [TimerEventDefinition.get_datetime(e.value) for e in workflow.waiting_events()
                if e.event_type.endswith("TimerEventDefinition") and isinstance(e.value, str)]
         instance.next_timer_at = min(due) if due else None
+        case_no = instance.case_no
+        try:
+            uow.session.flush()  # the version check: fails here if someone saved first
+        except StaleDataError:
+            uow.rollback()
+            raise Conflict(case_no) from None
         for event in thrown:
             if isinstance(event.event_definition, MessageEventDefinition):
                 envelope = make_envelope(event.event_definition.name, event.payload or {},
@@ -199,10 +198,6 @@ class WorkflowRuntime:
                 uow.add(OutboxMessage(message_id=envelope["id"], routing_key=envelope["type"],
                                       envelope=envelope, created_at=now))
         self._refresh_work_items(uow, instance, workflow, now)
-        try:
-            uow.session.flush()
-        except StaleDataError:
-            raise Conflict(instance.case_no) from None
 
     def _refresh_work_items(self, uow, instance, workflow, now):
         existing = {w.id: w for w in uow.session.scalars(
