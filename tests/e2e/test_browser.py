@@ -57,11 +57,16 @@ def browser():
 
 @pytest.fixture(scope="module")
 def screens(tmp_path_factory):
-    """``shot(page, name)``: a full-page screenshot in the tmp dir, copied to /tmp/screens/."""
+    """``shot(page, name)``: a full-page screenshot in the tmp dir, copied to /tmp/screens/.
+
+    It also checks that the page fits its viewport's width (no sideways scrolling).
+    """
     folder = tmp_path_factory.mktemp("screens")
     REVIEW_DIR.mkdir(parents=True, exist_ok=True)
 
     def shot(page, name: str) -> Path:
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= page.viewport_size["width"], f"{name}: {width}px wide, wider than the screen"
         path = folder / f"{name}.png"
         page.screenshot(path=str(path), full_page=True)
         shutil.copy(path, REVIEW_DIR / path.name)
@@ -85,10 +90,13 @@ def reload_until_visible(page, locator, timeout=BUS_TIMEOUT):
     expect(locator).to_be_visible(timeout=1000)
 
 
-def staff_login(context, cluster, username, who):
+def staff_login(context, cluster, username, who, shot=None):
     from playwright.sync_api import expect
     page = context.new_page()
     page.goto(cluster.url("dispatch", "/login"))
+    expect(page.get_by_role("heading", name="工作人员登录")).to_be_visible()
+    if shot:
+        shot(page, "06-staff-login-laptop")
     page.get_by_label("用户名").fill(username)
     page.get_by_label("密码").fill(DEMO_PASSWORD)
     page.get_by_role("button", name="登录").click()
@@ -96,7 +104,7 @@ def staff_login(context, cluster, username, who):
     return page
 
 
-def test_empty_form_shows_chinese_errors_and_stores_nothing(cluster, browser, screens):
+def test_empty_form_shows_chinese_errors_and_stores_nothing(browser, cluster, screens):
     from playwright.sync_api import expect
     before = stored_requests(cluster)
     context = browser.new_context(**PHONE)
@@ -106,15 +114,17 @@ def test_empty_form_shows_chinese_errors_and_stores_nothing(cluster, browser, sc
         page.get_by_role("button", name="提交诉求").click()
     assert posted.value.status == 400
     expect(page.get_by_role("alert")).to_contain_text("提交未成功，请按提示修改后再提交。")
-    errors = page.locator(".field-error")
-    for message in ("请选择所在县区", "请填写姓名", "请填写联系电话", "请描述您的诉求"):
-        expect(errors.filter(has_text=message)).to_be_visible()
+    # One message right under each required field, none for the optional ones.
+    for field, message in (("fieldset", "请选择所在县区"), ("#name +", "请填写姓名"),
+                           ("#phone +", "请填写联系电话"), ("#description +", "请描述您的诉求")):
+        expect(page.locator(f"{field} p.field-error")).to_have_text(message)
+    expect(page.locator(".field-error")).to_have_count(4)
     screens(page, "01-citizen-form-errors-mobile")
     assert stored_requests(cluster) == before
     context.close()
 
 
-def test_citizen_to_department_journey(cluster, browser, screens):
+def test_citizen_to_department_journey(browser, cluster, screens):
     from playwright.sync_api import expect
     description = "我家楼上卫生间漏水，已经三天了，天花板一直滴水，物业联系不上，请帮忙处理。"
 
@@ -150,21 +160,26 @@ def test_citizen_to_department_journey(cluster, browser, screens):
 
     # (c) The 海州区 dispatcher assigns it on a laptop to the suggested department.
     dispatcher = browser.new_context(**LAPTOP)
-    page = staff_login(dispatcher, cluster, "fenbo_haizhou", "海州区分拨员")
+    page = staff_login(dispatcher, cluster, "fenbo_haizhou", "海州区分拨员", shot=screens)
     page.goto(cluster.url("dispatch", "/queue"))
     row = page.locator(f'#queue tr[data-case="{case_no}"]')
     reload_until_visible(page, row)
+    row.get_by_role("link", name=case_no).click()  # the case page, then back to the queue
+    expect(page.get_by_role("heading", name=f"案件 {case_no}")).to_be_visible()
+    expect(page.locator("main")).to_contain_text("建议承办部门：市住房和城乡建设局")
+    screens(page, "07-dispatcher-case-laptop")
+    page.go_back()
     expect(row).to_contain_text("海州区")
     expect(row).to_contain_text("漏水")
     department = row.get_by_label("承办部门")
     expect(department).to_have_value("zhujian")
     expect(department.locator("option:checked")).to_have_text("市住房和城乡建设局")
     expect(row).to_contain_text("建议：市住房和城乡建设局")
-    screens(page, "06-dispatcher-queue-laptop")
+    screens(page, "08-dispatcher-queue-laptop")
     row.get_by_role("button", name="交办").click()
     expect(page.get_by_role("status").filter(has_text=f"案件 {case_no} 已交办")).to_be_visible()
     expect(page.locator(f'#queue tr[data-case="{case_no}"]')).to_have_count(0)
-    screens(page, "07-dispatcher-assigned-laptop")
+    screens(page, "09-dispatcher-assigned-laptop")
     dispatcher.close()
 
     # (d) The 住建局 handler finds it in the inbox and replies.
@@ -173,17 +188,18 @@ def test_citizen_to_department_journey(cluster, browser, screens):
     page.goto(cluster.url("dispatch", "/inbox"))
     row = page.locator(f'#inbox tr[data-case="{case_no}"]')
     reload_until_visible(page, row)
-    screens(page, "08-handler-inbox-laptop")
+    screens(page, "10-handler-inbox-laptop")
     row.get_by_role("link", name=case_no).click()
     expect(page.get_by_role("heading", name=f"案件 {case_no}")).to_be_visible()
     expect(page.locator("main")).to_contain_text(description)
-    screens(page, "09-handler-case-laptop")
-    page.get_by_label("办理结果（答复诉求人）").fill(
-        "已联系楼上住户和物业公司，卫生间防水已于今日修复，请您留意天花板是否还有渗水。")
+    screens(page, "11-handler-case-laptop")
+    reply = "已联系楼上住户和物业公司，卫生间防水已于今日修复，请您留意天花板是否还有渗水。"
+    page.get_by_label("办理结果（答复诉求人）").fill(reply)
     page.get_by_role("button", name="提交办理结果").click()
     expect(page.get_by_role("status").filter(has_text="办理结果已提交")).to_be_visible()
+    expect(page.locator("ol.timeline")).to_contain_text(reply)
     expect(page.get_by_role("button", name="提交办理结果")).to_have_count(0)
-    screens(page, "10-handler-case-done-laptop")
+    screens(page, "12-handler-case-done-laptop")
     handler.close()
 
     # (e) The citizen looks the case up again with case number and tracking code.
@@ -194,7 +210,9 @@ def test_citizen_to_department_journey(cluster, browser, screens):
     page.get_by_label("查询码").fill(tracking_code)
     deadline = time.monotonic() + BUS_TIMEOUT
     while True:  # intake hears of the assignment over the bus
-        page.get_by_role("button", name="查询").click()
+        with page.expect_response(lambda r: r.request.method == "POST"):
+            page.get_by_role("button", name="查询").click()
+        page.wait_for_load_state()
         expect(page.locator("#case-status")).to_contain_text(case_no)
         if "已交办" in page.locator("#status-name").inner_text() or time.monotonic() > deadline:
             break
@@ -203,5 +221,5 @@ def test_citizen_to_department_journey(cluster, browser, screens):
     timeline = page.locator("ol.timeline li")
     expect(timeline.filter(has_text="诉求已提交")).to_have_count(1)
     expect(timeline.filter(has_text="已交办承办部门")).to_have_count(1)
-    screens(page, "11-citizen-status-assigned-mobile")
+    screens(page, "13-citizen-status-assigned-mobile")
     citizen.close()
