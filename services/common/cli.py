@@ -24,10 +24,11 @@ import click
 
 from . import config as config_module
 from .config import DEFAULT_PORTS, SERVICES
-from .demo import DEMO_PASSWORD, demo_accounts, load_demo_accounts
+from .demo import DEMO_PASSWORD, demo_accounts, load_demo_accounts, save_staff
+from .reference import DEPARTMENTS, district_code
 from .platform import load_service, one_process_wsgi, prepare
 from .web.app import create_app, prefixed
-from .web.auth import make_token
+from .web.auth import ROLE_NAMES, make_token
 from .workflow.specs import DiagramError
 
 SERVICE_ARG = click.argument("service", type=click.Choice(SERVICES))
@@ -113,9 +114,36 @@ def bpmn_deploy(services):
 def demo_data():
     """Create demo staff accounts in every service (refused in production)."""
     settings = _settings()
+    if settings.production:
+        raise click.ClickException("生产环境不加载演示账号；请用 `fzt user add` 创建工作人员账号")
     for name in SERVICES:
         load_demo_accounts(load_service(name, settings))
     _print_accounts()
+
+
+@main.group()
+def user():
+    """Staff accounts (kept in every service's database)."""
+
+
+@user.command("add")
+@click.argument("username")
+@click.option("--name", "display_name", required=True, help="显示名，如 海州区分拨员")
+@click.option("--role", required=True, type=click.Choice(sorted(ROLE_NAMES)))
+@click.option("--district", default=None, help="分拨员所属县区代码，如 210902")
+@click.option("--department", default=None, help="办理人所属部门代码，如 zhujian")
+@click.password_option(help="prompted if not given")
+def user_add(username, display_name, role, district, department, password):
+    """Create or update a staff account in all four services."""
+    if district and district_code(district) is None:
+        raise click.BadParameter(f"未知的县区 {district}", param_hint="--district")
+    if department and department not in DEPARTMENTS:
+        raise click.BadParameter(f"未知的部门 {department}", param_hint="--department")
+    settings = _settings()
+    for name in SERVICES:
+        save_staff(load_service(name, settings), username, display_name, role,
+                   district_code(district) if district else None, department, password)
+    click.echo(f"{username}: saved in {', '.join(SERVICES)}")
 
 
 def _print_accounts():

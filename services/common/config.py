@@ -25,6 +25,8 @@ class Settings:
     database_url: str = ""
     database_urls: dict[str, str] = field(default_factory=dict)
     delivery_limit: int = 5
+    # Reverse proxies in front of the web apps whose X-Forwarded-* headers are trusted.
+    proxy_hops: int = 0
 
     @property
     def production(self) -> bool:
@@ -51,6 +53,7 @@ def from_env(environ=os.environ, **overrides) -> Settings:
         database_url=environ.get("FZT_DATABASE_URL", ""),
         database_urls=urls,
         delivery_limit=int(environ.get("FZT_DELIVERY_LIMIT", "5")),
+        proxy_hops=int(environ.get("FZT_PROXY_HOPS", "0")),
     )
     values.update(overrides)
     settings = Settings(**values)

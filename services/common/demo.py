@@ -24,6 +24,18 @@ def demo_accounts():
     return accounts
 
 
+def save_staff(service, username, display_name, role, district, department, password) -> None:
+    """Create or update one staff account in ``service``'s database."""
+    with service.uow() as uow:
+        row = uow.session.scalars(select(StaffUser).where(StaffUser.username == username)).first()
+        if row is None:
+            row = StaffUser(username=username)
+            uow.add(row)
+        row.display_name, row.role, row.district, row.department = display_name, role, district, department
+        row.password_hash, row.active = hash_password(password), True
+        uow.commit()
+
+
 def load_demo_accounts(service, password: str = DEMO_PASSWORD) -> int:
     """Create the demo accounts that are missing; returns how many were created."""
     if service.settings.production:

@@ -79,8 +79,7 @@ def case_record(service, case_no):
         items = uow.session.scalars(select(WorkItem).where(WorkItem.case_no == case_no)).all()
         timeline = uow.session.scalars(select(TimelineEntry).where(TimelineEntry.case_no == case_no)
                                        .order_by(TimelineEntry.at, TimelineEntry.id)).all()
-        # Spiff fills workflow-level data only at the end; while waiting, use the open work item.
-        data = instance.state.get("data") or ({**items[0].summary, "district": items[0].district, "department": items[0].department} if items else {})
+        data = service.runtime.data_of(uow.session, instance)
     return {"instance": instance, "items": items, "timeline": timeline, "data": data}
 
 

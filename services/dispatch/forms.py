@@ -8,7 +8,8 @@ from services.common.reference import DEPARTMENTS
 
 class AssignForm(FlaskForm):
     case_no = HiddenField(validators=[DataRequired()])
-    department = SelectField("承办部门", choices=list(DEPARTMENTS.items()),
+    # No department is preselected unless the DMN suggests one: one careless click must not misroute.
+    department = SelectField("承办部门", choices=[("", "请选择承办部门"), *DEPARTMENTS.items()],
                              validators=[DataRequired("请选择承办部门")])
 
 

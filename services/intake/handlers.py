@@ -15,3 +15,10 @@ def mark_assigned(service, uow, envelope):
     request = uow.session.get(CitizenRequest, envelope["case_no"])
     if request is not None:
         request.status = "assigned"
+
+
+@listeners.on("dispatch.case_handled")
+def mark_handled(service, uow, envelope):
+    request = uow.session.get(CitizenRequest, envelope["case_no"])
+    if request is not None:
+        request.status = "handled"

@@ -24,7 +24,7 @@ class CitizenRequest(Base):
     category: Mapped[str] = mapped_column(String(50), default="")
     channel: Mapped[str] = mapped_column(String(30))
     location: Mapped[str] = mapped_column(String(200), default="")
-    status: Mapped[str] = mapped_column(String(30))  # submitted | assigned
+    status: Mapped[str] = mapped_column(String(30))  # submitted | assigned | handled
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

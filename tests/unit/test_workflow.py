@@ -132,8 +132,8 @@ def test_running_cases_keep_their_version_new_cases_take_the_latest(dispatch):
     (lambda x: x.replace('<bpmn:userTask id="handle"', '<bpmn:userTask id="handle_x"')
                 .replace('targetRef="handle"', 'targetRef="handle_x"')
                 .replace('sourceRef="handle"', 'sourceRef="handle_x"'), "no form for user task"),
-    (lambda x: x.replace('<bpmn:sequenceFlow id="flow_6" sourceRef="handle" targetRef="handled" />',
-                         '<bpmn:sequenceFlow id="flow_6" sourceRef="handle" targetRef="s" />'
+    (lambda x: x.replace('<bpmn:sequenceFlow id="flow_7" sourceRef="case_handled" targetRef="handled" />',
+                         '<bpmn:sequenceFlow id="flow_7" sourceRef="case_handled" targetRef="s" />'
                          '<bpmn:sequenceFlow id="flow_s" sourceRef="s" targetRef="handled" />'
                          "<bpmn:serviceTask id='s' name='s'><bpmn:extensionElements>"
                          "<spiffworkflow:serviceTaskOperator id='no_such_handler' /></bpmn:extensionElements>"

@@ -24,7 +24,7 @@ class Body(Schema):
 
     case_no = fields.String(required=True, validate=validate.Length(min=1, max=40))
     # Public one-line progress text for the citizen's timeline, worded in the diagram.
-    summary = fields.String(load_default="", validate=validate.Length(max=200))
+    summary = fields.String(load_default="", validate=validate.Length(max=2000))
 
 
 class CaseSubmitted(Body):
@@ -43,6 +43,11 @@ class CaseAssigned(Body):
     department_name = fields.String(load_default="", validate=validate.Length(max=100))
 
 
+class CaseHandled(Body):
+    department = fields.String(required=True, validate=validate.Length(min=1, max=50))
+    reply = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+
+
 class CaseDeadlineMissed(Body):
     stage = fields.String(required=True, validate=validate.Length(max=30))
 
@@ -50,6 +55,7 @@ class CaseDeadlineMissed(Body):
 BODY_SCHEMAS: dict[str, type[Schema]] = {
     "intake.case_submitted": CaseSubmitted,
     "dispatch.case_assigned": CaseAssigned,
+    "dispatch.case_handled": CaseHandled,
     "dispatch.deadline_missed": CaseDeadlineMissed,
 }
 

@@ -15,6 +15,7 @@ from flask_login import current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..reference import CATEGORIES, CHANNELS, DEPARTMENTS, DISTRICTS
 from . import auth
@@ -54,6 +55,9 @@ def create_app(service, test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
     app.extensions["fzt"] = service
+    if service.settings.proxy_hops:
+        hops = service.settings.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
 
     csrf.init_app(app)
     auth.login_manager.init_app(app)

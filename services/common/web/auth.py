@@ -89,7 +89,8 @@ def _load_from_bearer(req):
 def _unauthorized():
     if "/api/" in request.path:
         return {"error": "unauthorized", "message": "需要登录或有效的访问令牌"}, 401
-    return redirect(url_for("auth.login", next=request.full_path))
+    # full_path lacks the /<service> mount point; keep it so the user comes back here.
+    return redirect(url_for("auth.login", next=request.script_root + request.full_path.rstrip("?")))
 
 
 def roles_required(*roles):

@@ -148,6 +148,14 @@ class WorkflowRuntime:
                     pass  # another worker fired it first
         return fired
 
+    def data_of(self, session, instance) -> dict:
+        """The case data as the diagram sees it now (the latest completed task's data)."""
+        process = self.specs.by_hash(session, instance.spec_hash)
+        workflow = self._load(instance, process)
+        if workflow.completed or workflow.last_task is None:
+            return dict(workflow.data)
+        return dict(workflow.last_task.data)
+
     # -- internals ----------------------------------------------------------------------
 
     def _new_instance(self, uow, case_no, process) -> WorkflowInstance:
