@@ -75,6 +75,8 @@ class Worker:
                 if relay.relay_once(producer) == 0:
                     self.outbox_has_work.wait(self.relay_interval)
                     self.outbox_has_work.clear()
+                    if not self.service.topology.in_memory:
+                        conn.heartbeat_check()  # keep an idle connection alive
 
     def _sweep_loop(self):
         while not self.stopping.is_set():
