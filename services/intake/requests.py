@@ -23,19 +23,26 @@ TRACKING_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L
 CHINA_OFFSET_HOURS = 8
 
 
+def _text(required: str | None = None, **kwargs):
+    """A string field whose every error reads in Chinese (citizens see them)."""
+    messages = {"invalid": "请填写文字", "null": required or "此项不能为空"}
+    if required:
+        messages["required"] = required
+    return fields.String(required=bool(required), error_messages=messages, **kwargs)
+
+
 class RequestSchema(Schema):
     """A new citizen request, from any channel. Error messages are shown to citizens."""
 
-    district = fields.String(required=True, error_messages={"required": "请选择所在县区"})
-    name = fields.String(required=True, validate=validate.Length(min=1, max=50, error="姓名需为1至50个字"),
-                         error_messages={"required": "请填写姓名"})
-    phone = fields.String(required=True, error_messages={"required": "请填写联系电话"})
-    description = fields.String(required=True, validate=validate.Length(
-        min=5, max=2000, error="诉求内容需为5至2000个字"), error_messages={"required": "请描述您的诉求"})
-    category = fields.String(load_default="", validate=validate.OneOf(
-        ["", *CATEGORIES], error="未知的诉求类别"))
-    channel = fields.String(load_default="web", validate=validate.OneOf(list(CHANNELS), error="未知的渠道"))
-    location = fields.String(load_default="", validate=validate.Length(max=200, error="地址不超过200个字"))
+    error_messages = {"unknown": "不支持的字段"}
+
+    district = _text("请选择所在县区")
+    name = _text("请填写姓名", validate=validate.Length(min=1, max=50, error="姓名需为1至50个字"))
+    phone = _text("请填写联系电话")
+    description = _text("请描述您的诉求", validate=validate.Length(min=5, max=2000, error="诉求内容需为5至2000个字"))
+    category = _text(load_default="", validate=validate.OneOf(["", *CATEGORIES], error="未知的诉求类别"))
+    channel = _text(load_default="web", validate=validate.OneOf(list(CHANNELS), error="未知的渠道"))
+    location = _text(load_default="", validate=validate.Length(max=200, error="地址不超过200个字"))
 
     @pre_load
     def _strip(self, data, **_):

@@ -66,11 +66,12 @@ class HttpClient:
         self._local.pool = {}
 
     def call(self, method: str, url: str, *, json=None, form: dict | None = None,
-             token: str | None = None, headers: dict | None = None) -> Response:
+             data: bytes | None = None, token: str | None = None,
+             headers: dict | None = None) -> Response:
         parts = urllib.parse.urlsplit(url)
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         sent = {"Accept": "application/json" if "/api/" in parts.path else "text/html"}
-        body = None
+        body = data
         if json is not None:
             body = jsonlib.dumps(json, ensure_ascii=False).encode()
             sent["Content-Type"] = "application/json; charset=utf-8"
@@ -86,28 +87,32 @@ class HttpClient:
         sent.update(headers or {})
         for attempt in (0, 1):
             conn = self._connection(parts.hostname, parts.port or 80, fresh=attempt > 0)
+            reused = getattr(conn, "fzt_used", False)
             try:
                 conn.request(method, path, body=body, headers=sent)
                 raw = conn.getresponse()
-                data = raw.read()
+                payload = raw.read()
+                conn.fzt_used = True
                 break
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
                     http.client.CannotSendRequest, http.client.ResponseNotReady):
                 conn.close()
-                if attempt:  # a server that closed an idle keep-alive connection gets one retry
+                # Only a kept-alive connection the server closed while idle is retried (once),
+                # on a new connection; a failure on a fresh connection is the answer.
+                if attempt or not reused:
                     raise
         for header in raw.headers.get_all("Set-Cookie") or []:
             jar = SimpleCookie()
             jar.load(header)
             with self._cookie_lock:
                 for key, morsel in jar.items():
-                    if morsel["expires"] and "1970" in morsel["expires"] or morsel.value == "":
+                    if morsel.value == "" or (morsel["expires"] and "1970" in morsel["expires"]):
                         self.cookies.pop(key, None)
                     else:
                         self.cookies[key] = morsel.value
         if raw.getheader("Connection", "").lower() == "close":
             conn.close()
-        return Response(raw.status, {k.lower(): v for k, v in raw.getheaders()}, data)
+        return Response(raw.status, {k.lower(): v for k, v in raw.getheaders()}, payload)
 
     def get(self, url, **kwargs) -> Response:
         return self.call("GET", url, **kwargs)

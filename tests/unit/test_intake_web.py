@@ -106,3 +106,19 @@ def test_form_shows_districts_and_errors_in_chinese_then_submits(client, intake)
 
 def test_healthz(client):
     assert client.get("/healthz").get_json() == {"service": "intake", "status": "ok"}
+
+
+@pytest.mark.parametrize("payload, field, message", [
+    ({**VALID, "district": 5}, "district", "请填写文字"),
+    ({**VALID, "name": None}, "name", "请填写姓名"),
+])
+def test_api_errors_read_in_chinese_for_wrong_types(client, payload, field, message):
+    response = client.post("/api/v1/requests", json=payload)
+    assert response.status_code == 400
+    assert response.get_json()["fields"][field] == [message]
+
+
+def test_api_refuses_unknown_fields_with_a_clear_message(client):
+    response = client.post("/api/v1/requests", json={**VALID, "photo_url": "http://x"})
+    assert response.status_code == 400
+    assert response.get_json()["fields"]["photo_url"] == ["不支持的字段"]

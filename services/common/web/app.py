@@ -73,6 +73,8 @@ def create_app(service, test_config: dict | None = None) -> Flask:
             return
         if request.headers.get("Authorization", "").startswith("Bearer "):
             return
+        if "/api/" in request.path and app.config["SESSION_COOKIE_NAME"] not in request.cookies:
+            return  # no session to ride on: the API's own auth check answers (401)
         view = app.view_functions.get(request.endpoint)
         if getattr(view, "csrf_exempt", False):
             return

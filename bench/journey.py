@@ -1,0 +1,607 @@
+"""Benchmark the citizen → dispatcher → department journey through the public HTTP API.
+
+    .venv/bin/python bench/journey.py --mode one  -n 300 -c 8    # fzt run-all, SQLite + memory bus
+    .venv/bin/python bench/journey.py --mode four -n 300 -c 8    # 8 processes, PostgreSQL + RabbitMQ
+
+A warm-up (``--warmup`` cases, default 16) goes through first, unmeasured. Phase 1 (submit →
+queue): C threads submit N requests (spread over the seven districts and eleven topics, so
+the DMN suggests every department); one poller thread lists each district's dispatcher queue
+as ``admin`` every ``--poll`` seconds and records when each case is first seen. Phase 2
+(assign → handle list): C threads assign every case to its suggested department; the poller
+watches the handle lists. Phase 3 checks, coarsely, how long until every citizen sees
+"assigned" (dispatch → bus → intake).
+
+To show where the time goes it also prints, per phase: the bus hop from the services' own
+timestamps (outbox row created → published → consumer's inbox mark → work item), the CPU
+seconds of every cluster process (and, in four mode, of PostgreSQL and RabbitMQ, machine
+wide), and with ``--py-spy DIR`` a py-spy profile of the busy processes (``pip install
+py-spy`` into the venv; it is not a project dependency, and sampling costs CPU).
+
+Four mode creates its own PostgreSQL databases (``fzt_bench_<random>_<service>``, as user
+postgres on 127.0.0.1) and RabbitMQ prefix (``fzt_bench_<random>``) and removes them at the
+end, as it removes the cluster's var directory (``--keep`` keeps it, e.g. for the logs).
+The dispatch list API returns at most 200 cases and has no paging, which is why the poller
+lists per district: N may be up to about 7 × 200.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from services.common.config import SERVICES  # noqa: E402
+from services.common.reference import DISTRICTS  # noqa: E402
+from tests.support.cluster import FourProcessCluster, OneProcessCluster  # noqa: E402
+from tests.support.http import HttpClient, url_with  # noqa: E402
+
+PG = dict(host=os.environ.get("FZT_BENCH_PG_HOST", "127.0.0.1"), port=5432,
+          user=os.environ.get("FZT_BENCH_PG_USER", "postgres"))
+AMQP_URL = os.environ.get("FZT_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+API_LIST_LIMIT = 200
+
+# (description, category, department the DMN should suggest)
+TOPICS = [
+    ("楼上卫生间漏水，我家天花板渗水严重", "", "zhujian"),
+    ("小区门口长期占道经营，行人无法通行", "", "chengguan"),
+    ("附近工地夜间施工噪音扰民", "", "huanbao"),
+    ("小区已经停水两天，没有任何通知", "", "shuiwu"),
+    ("公司拖欠工资三个月，多次讨要未果", "", "renshe"),
+    ("公交线路调整后上下班出行很不方便", "traffic", "jiaotong"),
+    ("超市出售过期食品，要求查处", "market", "shichang"),
+    ("小区附近夜间经常有人聚集打架", "public_security", "gongan"),
+    ("学校要求家长购买指定教辅资料", "education", "jiaoyu"),
+    ("社区卫生服务中心排队时间太长", "health", "weijian"),
+    ("申请低保已经两个月没有结果", "civil_affairs", "minzheng"),
+]
+
+
+# -- measurement helpers ----------------------------------------------------------------
+
+def machine() -> dict:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": model,
+            "cores": os.cpu_count(), "python": platform.python_version(),
+            "os": platform.platform()}
+
+
+def percentiles(values) -> dict:
+    values = sorted(values)
+    if not values:
+        return {}
+    if len(values) == 1:
+        return {"p50": values[0], "p95": values[0], "p99": values[0], "max": values[0]}
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50": cuts[49], "p95": cuts[94], "p99": cuts[98], "max": values[-1]}
+
+
+def fmt_ms(stats: dict) -> str:
+    return "  ".join(f"{k} {v * 1000:7.1f} ms" for k, v in stats.items()) if stats else "n/a"
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def pids_named(name: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+class CpuMeter:
+    """CPU seconds used by each cluster process, this script, and (machine-wide) the servers."""
+
+    def __init__(self, cluster, mode):
+        self.cluster, self.mode = cluster, mode
+
+    def sample(self) -> dict:
+        usage = {name: cpu_seconds(p.pid) for name, p in self.cluster.processes.items()}
+        usage["bench client (this script)"] = sum(os.times()[:2])
+        if self.mode == "four":
+            usage["postgres (all backends)"] = sum(cpu_seconds(p) for p in pids_named("postgres"))
+            usage["rabbitmq (beam.smp)"] = sum(cpu_seconds(p) for p in pids_named("beam.smp"))
+        return usage
+
+    @staticmethod
+    def diff(before, after) -> dict:
+        return {k: after[k] - before.get(k, 0.0) for k in after}
+
+
+class Profiler:
+    """Optional: ``py-spy record --gil`` (samples only the thread holding the GIL, i.e. Python
+    CPU time) on the busy cluster processes for one phase; collapsed stacks go to ``out_dir``.
+    The samplers themselves take CPU from the two cores: profile runs' figures are not
+    comparable with plain runs."""
+
+    BUSY = ("run-all", "intake-web", "intake-worker", "dispatch-web", "dispatch-worker")
+
+    PACKAGES = ("SpiffWorkflow", "sqlalchemy", "psycopg", "sqlite3", "kombu", "amqp", "flask",
+                "werkzeug", "jinja2", "waitress", "marshmallow", "itsdangerous", "lxml", "json",
+                "flask_login", "flask_wtf")
+    FUNCTIONS = {"runtime.load_state": "load_state (services/common/workflow/serializer.py",
+                 "runtime.dump_state": "dump_state (services/common/workflow/serializer.py",
+                 "runtime.do_engine_steps": "do_engine_steps (SpiffWorkflow/",
+                 "auth: find_staff (token→user)": "find_staff (services/common/web/auth.py",
+                 "clock offset re-read": "_read_clock_offset (",
+                 "outbox relay loop": "_relay_loop (services/common/worker.py",
+                 "timer sweep loop": "_sweep_loop (services/common/worker.py",
+                 "commit": "UnitOfWork.commit ("}
+
+    def __init__(self, cluster, out_dir):
+        self.cluster, self.out_dir = cluster, Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        self.running = {}
+
+    def start(self, phase):
+        self.phase = phase
+        for name, process in self.cluster.processes.items():
+            if name not in self.BUSY:
+                continue
+            output = self.out_dir / f"{phase}-{name}.txt"
+            self.running[name] = (output, subprocess.Popen(
+                [self.exe, "record", "--pid", str(process.pid), "--rate", "50", "--format", "raw",
+                 "--gil", "--nonblocking", "--output", str(output)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def stop(self) -> dict:
+        for _, recorder in self.running.values():
+            recorder.send_signal(signal.SIGINT)
+        summary = {}
+        for name, (output, recorder) in self.running.items():
+            try:
+                recorder.wait(30)
+            except subprocess.TimeoutExpired:
+                recorder.kill()
+            if output.exists():
+                summary[name] = self.summarize(output)
+        self.running = {}
+        return summary
+
+    @classmethod
+    def package_of(cls, path: str) -> str | None:
+        if path.startswith("services/"):
+            return "fzt (services/)"
+        for package in cls.PACKAGES:
+            if path.startswith(f"{package}/") or f"/{package}/" in path or path.startswith(f"{package}.py"):
+                return package
+        return None
+
+    @classmethod
+    def summarize(cls, path: Path) -> dict:
+        """Samples; each sample's package (the innermost frame in a known package, so shares
+        add up to 100 %); inclusive shares of a few functions of ours; top leaf frames."""
+        total, packages, functions, leaves = 0, {}, {}, {}
+        for line in path.read_text(errors="replace").splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            count = int(count)
+            total += count
+            frames = stack.split(";")
+            owner = next((p for p in (cls.package_of(f.rpartition(" (")[2]) for f in reversed(frames))
+                          if p), "other (stdlib)")
+            packages[owner] = packages.get(owner, 0) + count
+            for label, marker in cls.FUNCTIONS.items():
+                if marker in stack:
+                    functions[label] = functions.get(label, 0) + count
+            leaves[frames[-1]] = leaves.get(frames[-1], 0) + count
+        if not total:
+            return {"samples": 0, "packages": {}, "functions": {}, "top": []}
+        return {"samples": total, "packages": {k: v / total for k, v in packages.items()},
+                "functions": {k: v / total for k, v in functions.items()},
+                "top": [(f, n / total) for f, n in sorted(leaves.items(), key=lambda kv: -kv[1])[:5]]}
+
+
+def print_profile(summary: dict):
+    if not summary:
+        return
+    print("  py-spy --gil (50 Hz, samples holding the GIL):")
+    for name, data in sorted(summary.items(), key=lambda kv: -kv[1]["samples"]):
+        if data["samples"] < 20:
+            continue
+        def shares(d):
+            return ", ".join(f"{k} {v:.0%}" for k, v in sorted(d.items(), key=lambda kv: -kv[1]) if v >= 0.03)
+        print(f"    {name} ({data['samples']} samples)")
+        print(f"      by package (innermost known frame): {shares(data['packages'])}")
+        print(f"      inside (inclusive): {shares(data['functions'])}")
+
+
+# -- infrastructure for four mode -----------------------------------------------------
+
+@contextmanager
+def pg_databases(run_id: str):
+    import psycopg
+    admin = psycopg.connect(dbname="postgres", autocommit=True, **PG)
+    created = []
+    try:
+        urls = {}
+        for service in SERVICES:
+            name = f"{run_id}_{service}"
+            admin.execute(f'CREATE DATABASE "{name}"')
+            created.append(name)
+            urls[service] = f"postgresql+psycopg://{PG['user']}@{PG['host']}:{PG['port']}/{name}"
+        yield urls
+    finally:
+        for name in created:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@contextmanager
+def rabbitmq_prefix(prefix: str):
+    from kombu import Connection
+
+    from tests.conftest import delete_topology
+    try:
+        yield prefix
+    finally:
+        with Connection(AMQP_URL) as conn:
+            delete_topology(conn, prefix)
+
+
+# -- where the time went: the services' own timestamps ----------------------------------
+
+def bus_hop(cluster_urls, source, target, routing_key, case_nos, work_task=None):
+    """Per message from ``source`` to ``target``: outbox created → sent (relay), sent → the
+    target's inbox mark (broker + consumer queueing), and, with ``work_task``, the inbox mark →
+    the target's work item (applying: engine steps + save). Seconds, from the DB rows."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from services.common.db import make_engine
+    from services.common.models import InboxMessage, OutboxMessage, WorkItem
+
+    def rows(url, query):
+        engine = make_engine(url)
+        try:
+            with Session(engine) as session:
+                return session.execute(query).all()
+        finally:
+            engine.dispose()
+
+    sent = rows(cluster_urls[source], select(OutboxMessage.envelope, OutboxMessage.created_at,
+                                             OutboxMessage.sent_at)
+                .where(OutboxMessage.routing_key == routing_key))
+    processed = dict(rows(cluster_urls[target], select(InboxMessage.message_id,
+                                                       InboxMessage.processed_at)
+                          .where(InboxMessage.routing_key == routing_key)))
+    items = dict(rows(cluster_urls[target], select(WorkItem.case_no, WorkItem.created_at)
+                      .where(WorkItem.task_name == work_task))) if work_task else {}
+    relay, deliver, apply = [], [], []
+    for envelope, created_at, sent_at in sent:
+        if sent_at is None or envelope["case_no"] not in case_nos:
+            continue
+        relay.append((sent_at - created_at).total_seconds())
+        if envelope["id"] in processed:
+            deliver.append((processed[envelope["id"]] - sent_at).total_seconds())
+            if envelope["case_no"] in items:
+                apply.append((items[envelope["case_no"]] - processed[envelope["id"]]).total_seconds())
+    return {"relay": percentiles(relay), "deliver": percentiles(deliver), "apply": percentiles(apply)}
+
+
+def database_urls(cluster, var_dir):
+    if isinstance(cluster, FourProcessCluster):
+        return {s: cluster.env[f"FZT_DATABASE_URL_{s.upper()}"] for s in SERVICES}
+    return {s: f"sqlite:///{var_dir / (s + '.db')}" for s in SERVICES}
+
+
+# -- the benchmark ----------------------------------------------------------------------
+
+class Poller(threading.Thread):
+    """Lists each district's ``status`` queue in turn; records when each case is first seen."""
+
+    def __init__(self, cluster, token, status, districts, interval):
+        super().__init__(daemon=True, name=f"poll-{status}")
+        self.http = HttpClient(token=token)
+        self.urls = [url_with(cluster.url("dispatch", "/api/v1/cases"), status=status, district=d)
+                     for d in districts]
+        self.interval = interval
+        self.seen: dict[str, tuple[float, dict]] = {}
+        self.stop = threading.Event()
+        self.cycles, self.errors, self.overfull = [], 0, 0
+
+    def run(self):
+        while not self.stop.is_set():
+            started = time.monotonic()
+            for url in self.urls:
+                response = self.http.get(url)
+                now = time.monotonic()
+                if response.status != 200:
+                    self.errors += 1
+                    continue
+                body = response.json
+                if len(body["cases"]) >= API_LIST_LIMIT:  # cases beyond the limit are invisible
+                    self.overfull += 1
+                for case in body["cases"]:
+                    self.seen.setdefault(case["case_no"], (now, case))
+            self.cycles.append(time.monotonic() - started)
+            self.stop.wait(self.interval)
+
+    def wait_for(self, case_nos, timeout) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(c in self.seen for c in case_nos):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def finish(self):
+        self.stop.set()
+        self.join(10)
+
+
+def run_pool(concurrency, jobs, work):
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(work, jobs))
+
+
+def phase_submit(cluster, args, admin_token, meter, profiler=None):
+    districts = list(DISTRICTS)
+    client = HttpClient()
+    poller = Poller(cluster, admin_token, "assign", districts, args.poll)
+    poller.start()
+
+    def submit(i):
+        description, category, department = TOPICS[i % len(TOPICS)]
+        payload = {"district": districts[i % len(districts)], "name": f"压测{i}",
+                   "phone": f"138{i:08d}", "description": f"{description}（第{i}号）",
+                   "category": category, "channel": "web"}
+        started = time.monotonic()
+        response = client.post(cluster.url("intake", "/api/v1/requests"), json=payload)
+        done = time.monotonic()
+        if response.status != 201:
+            return {"error": f"{response.status} {response.text[:200]}"}
+        return {"case_no": response.json["case_no"], "tracking_code": response.json["tracking_code"],
+                "started": started, "done": done, "expected": department}
+
+    if profiler:
+        profiler.start("submit")
+    cpu_before = meter.sample()
+    results = run_pool(args.concurrency, range(args.n), submit)
+    ok = [r for r in results if "case_no" in r]
+    if not ok:
+        poller.finish()
+        raise SystemExit(f"every submission failed, e.g. {results[0]['error']}")
+    complete = poller.wait_for([r["case_no"] for r in ok], args.timeout)
+    poller.finish()
+    cpu = CpuMeter.diff(cpu_before, meter.sample())
+    profile = profiler.stop() if profiler else {}
+    seen = [r for r in ok if r["case_no"] in poller.seen]
+    for r in seen:
+        r["seen"], case = poller.seen[r["case_no"]]
+        r["suggested"] = case.get("suggested_department")
+    t0 = min(r["started"] for r in ok)
+    return {
+        "submitted": len(ok), "errors": [r["error"] for r in results if "error" in r],
+        "complete": complete, "seen": len(seen),
+        "submit_rate": len(ok) / (max(r["done"] for r in ok) - t0),
+        "through_rate": len(seen) / (max(r["seen"] for r in seen) - t0) if seen else 0.0,
+        "http": percentiles([r["done"] - r["started"] for r in ok]),
+        "async": percentiles([r["seen"] - r["done"] for r in seen]),
+        "end_to_end": percentiles([r["seen"] - r["started"] for r in seen]),
+        "wrong_suggestion": sum(r["suggested"] != r["expected"] for r in seen),
+        "poll_cycle": statistics.mean(poller.cycles) if poller.cycles else 0.0,
+        "poll_errors": poller.errors, "poll_overfull": poller.overfull,
+        "cpu": cpu, "cases": seen, "profile": profile,
+    }
+
+
+def phase_assign(cluster, args, admin_token, meter, cases, profiler=None):
+    client = HttpClient(token=admin_token)
+    poller = Poller(cluster, admin_token, "handle", list(DISTRICTS), args.poll)
+    poller.start()
+
+    def assign(case):
+        department = case["suggested"] or "zhujian"
+        started = time.monotonic()
+        response = client.post(cluster.url("dispatch", f"/api/v1/cases/{case['case_no']}/assign"),
+                               json={"department": department})
+        done = time.monotonic()
+        if response.status != 200:
+            return {"error": f"{case['case_no']}: {response.status} {response.text[:200]}"}
+        return {**case, "assign_started": started, "assign_done": done}
+
+    if profiler:
+        profiler.start("assign")
+    cpu_before = meter.sample()
+    results = run_pool(args.concurrency, cases, assign)
+    ok = [r for r in results if "case_no" in r]
+    if not ok:
+        poller.finish()
+        raise SystemExit(f"every assignment failed, e.g. {results[0]['error']}")
+    complete = poller.wait_for([r["case_no"] for r in ok], args.timeout)
+    poller.finish()
+    assigns_done = time.monotonic()
+
+    # Phase 3 (coarse): every citizen sees "assigned" once intake has consumed dispatch's message.
+    intake = HttpClient()
+    pending = {r["case_no"]: r["tracking_code"] for r in ok}
+    deadline = time.monotonic() + args.timeout
+
+    def assigned(item):
+        case_no, code = item
+        response = intake.get(url_with(cluster.url("intake", f"/api/v1/requests/{case_no}"),
+                                       tracking_code=code))
+        return case_no if response.status == 200 and response.json["status"] == "assigned" else None
+
+    while pending and time.monotonic() < deadline:
+        for case_no in run_pool(args.concurrency, list(pending.items()), assigned):
+            pending.pop(case_no, None)
+        if pending:
+            time.sleep(0.1)
+    citizens_done = time.monotonic()
+    cpu = CpuMeter.diff(cpu_before, meter.sample())
+    profile = profiler.stop() if profiler else {}
+
+    seen = [r for r in ok if r["case_no"] in poller.seen]
+    for r in seen:
+        r["handle_seen"] = poller.seen[r["case_no"]][0]
+    t0 = min(r["assign_started"] for r in ok)
+    return {
+        "assigned": len(ok), "errors": [r["error"] for r in results if "error" in r],
+        "complete": complete, "seen": len(seen),
+        "assign_rate": len(ok) / (max(r["assign_done"] for r in ok) - t0),
+        "through_rate": len(seen) / (max(r["handle_seen"] for r in seen) - t0) if seen else 0.0,
+        "http": percentiles([r["assign_done"] - r["assign_started"] for r in ok]),
+        "end_to_end": percentiles([r["handle_seen"] - r["assign_started"] for r in seen]),
+        "citizens_pending": len(pending),
+        "citizens_after_last_assign": citizens_done - max(r["assign_done"] for r in ok),
+        "citizens_total": citizens_done - t0, "lists_done": assigns_done - t0,
+        "poll_cycle": statistics.mean(poller.cycles) if poller.cycles else 0.0,
+        "poll_errors": poller.errors, "poll_overfull": poller.overfull, "cpu": cpu,
+        "profile": profile,
+    }
+
+
+def print_cpu(cpu: dict, cases: int):
+    total = sum(cpu.values())
+    print(f"  CPU seconds by process (total {total:.1f} s, {total / max(cases, 1) * 1000:.1f} ms per case):")
+    for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]):
+        print(f"    {name:<28} {seconds:7.2f} s  {seconds / max(total, 1e-9):6.1%}")
+
+
+def print_hop(title, hop):
+    print(f"  {title}, from the services' own timestamps:")
+    print(f"    outbox row → published (relay):       {fmt_ms(hop['relay'])}")
+    print(f"    published → consumer's inbox mark:    {fmt_ms(hop['deliver'])}")
+    if hop["apply"]:
+        print(f"    inbox mark → work item (apply):       {fmt_ms(hop['apply'])}")
+
+
+def report(args, p1, p2):
+    print("\nPhase 1: submit (POST /intake/api/v1/requests) → visible in the dispatcher queue")
+    print(f"  submitted {p1['submitted']}/{args.n} (errors {len(p1['errors'])}), "
+          f"seen in queue {p1['seen']}{'' if p1['complete'] else ' (TIMED OUT)'}")
+    for error in p1["errors"][:5]:
+        print(f"    error: {error}")
+    print(f"  throughput: submitted {p1['submit_rate']:.1f} cases/s, "
+          f"through to queue {p1['through_rate']:.1f} cases/s")
+    print(f"  submit HTTP latency:          {fmt_ms(p1['http'])}")
+    print(f"  201 response → in queue:      {fmt_ms(p1['async'])}")
+    print(f"  submit sent → in queue:       {fmt_ms(p1['end_to_end'])}")
+    print(f"  DMN suggestion differs from the expected department: {p1['wrong_suggestion']}")
+    print(f"  poller: mean cycle {p1['poll_cycle'] * 1000:.1f} ms over 7 district lists "
+          f"(resolution), errors {p1['poll_errors']}, over-full lists {p1['poll_overfull']}")
+    print_hop("intake.case_submitted, intake → dispatch", p1["hop"])
+    print_cpu(p1["cpu"], p1["submitted"])
+    print_profile(p1["profile"])
+    if p2 is None:
+        return
+    print("\nPhase 2: assign (POST /dispatch/api/v1/cases/<no>/assign) → in the department's handle list")
+    print(f"  assigned {p2['assigned']} (errors {len(p2['errors'])}), seen in handle lists "
+          f"{p2['seen']}{'' if p2['complete'] else ' (TIMED OUT)'}")
+    for error in p2["errors"][:5]:
+        print(f"    error: {error}")
+    print(f"  throughput: assigned {p2['assign_rate']:.1f} cases/s, "
+          f"through to handle list {p2['through_rate']:.1f} cases/s")
+    print(f"  assign HTTP latency:          {fmt_ms(p2['http'])}")
+    print(f"  assign sent → in handle list: {fmt_ms(p2['end_to_end'])}")
+    print(f"  poller: mean cycle {p2['poll_cycle'] * 1000:.1f} ms, errors {p2['poll_errors']}, "
+          f"over-full lists {p2['poll_overfull']}")
+    print("Phase 3 (coarse): the citizen sees \"assigned\" (dispatch → bus → intake)")
+    print(f"  all {p2['assigned'] - p2['citizens_pending']}/{p2['assigned']} citizens see it "
+          f"{p2['citizens_after_last_assign']:.2f} s after the last assign returned "
+          f"({p2['citizens_total']:.2f} s after the first assign was sent)")
+    print_hop("dispatch.case_assigned, dispatch → intake", p2["hop"])
+    print_cpu(p2["cpu"], p2["assigned"])
+    print_profile(p2["profile"])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=["one", "four"], default="one")
+    parser.add_argument("-n", type=int, default=300, help="requests to submit (default 300)")
+    parser.add_argument("-c", "--concurrency", type=int, default=8, help="client threads (default 8)")
+    parser.add_argument("--poll", type=float, default=0.02, help="poller pause between cycles, s")
+    parser.add_argument("--timeout", type=float, default=120.0, help="per phase, s")
+    parser.add_argument("--warmup", type=int, default=16, help="unmeasured cases first (default 16)")
+    parser.add_argument("--no-assign", action="store_true", help="phase 1 only")
+    parser.add_argument("--keep", action="store_true", help="keep the cluster's var dir (logs)")
+    parser.add_argument("--py-spy", metavar="DIR", help="profile every cluster process with py-spy "
+                        "(pip install py-spy; not a project dependency), collapsed stacks to DIR")
+    args = parser.parse_args(argv)
+    if args.n + args.warmup > API_LIST_LIMIT * len(DISTRICTS):
+        parser.error(f"-n above {API_LIST_LIMIT * len(DISTRICTS)} overflows the per-district lists")
+
+    m = machine()
+    print(f"date: {m['date']}\nmachine: {m['cpu']}, {m['cores']} cores, {m['os']}\n"
+          f"python: {m['python']}\ncommand: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    run_id = f"fzt_bench_{secrets.token_hex(4)}"
+    var_dir = Path(tempfile.mkdtemp(prefix=f"{run_id}_"))
+    try:
+        with ExitStack() as stack:
+            if args.mode == "one":
+                cluster = OneProcessCluster(var_dir)
+            else:
+                db_urls = stack.enter_context(pg_databases(run_id))
+                prefix = stack.enter_context(rabbitmq_prefix(run_id))
+                cluster = FourProcessCluster(var_dir, db_urls, AMQP_URL, prefix)
+            started = time.monotonic()
+            stack.enter_context(cluster)
+            print(f"\n== journey benchmark, mode {args.mode}: N={args.n} concurrency={args.concurrency} "
+                  f"poll={args.poll * 1000:.0f} ms ==")
+            print(f"cluster start: {time.monotonic() - started:.1f} s")
+            admin_token = cluster.token("dispatch", "admin")
+            meter = CpuMeter(cluster, args.mode)
+            profiler = Profiler(cluster, args.py_spy) if args.py_spy else None
+            urls = database_urls(cluster, var_dir)
+            if args.warmup:  # connection pools, parsed diagrams, first-request imports
+                warm = argparse.Namespace(**{**vars(args), "n": args.warmup})
+                warmed = phase_submit(cluster, warm, admin_token, meter)
+                phase_assign(cluster, warm, admin_token, meter, warmed["cases"])
+                print(f"warm-up: {args.warmup} cases through both phases, slowest submit → queue "
+                      f"{warmed['end_to_end'].get('max', 0) * 1000:.0f} ms")
+            p1 = phase_submit(cluster, args, admin_token, meter, profiler)
+            measured = {c["case_no"] for c in p1["cases"]}
+            p1["hop"] = bus_hop(urls, "intake", "dispatch", "intake.case_submitted", measured, "assign")
+            p2 = None
+            if not args.no_assign and p1["cases"]:
+                p2 = phase_assign(cluster, args, admin_token, meter, p1["cases"], profiler)
+                p2["hop"] = bus_hop(urls, "dispatch", "intake", "dispatch.case_assigned", measured)
+            report(args, p1, p2)
+    finally:
+        if args.keep:
+            print(f"\nkept {var_dir}")
+        else:
+            shutil.rmtree(var_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
