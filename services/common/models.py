@@ -16,9 +16,10 @@ class DeployedSpec(Base):
     """One deployed version of a process: the diagram sources, stored once by content hash."""
 
     __tablename__ = "deployed_specs"
-    __table_args__ = (Index("ix_deployed_specs_process", "process_id", "deployed_at"), COMMON)
+    __table_args__ = (Index("ix_deployed_specs_process", "process_id", "version", unique=True), COMMON)
     hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     process_id: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)  # 1, 2, 3 … per process: the newest is live
     sources: Mapped[dict] = mapped_column(JSON)  # {file name: XML text}
     deployed_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

@@ -123,6 +123,13 @@ def test_running_cases_keep_their_version_new_cases_take_the_latest(dispatch):
     assert new[1] - old[1] == timedelta(days=1)  # the edited deadline, with no code change
     dispatch.clock.advance(timedelta(days=1, seconds=1))
     assert dispatch.runtime.fire_due_timers(dispatch.uow) == 1  # only the old-version case
+    # Deploying the original diagram again makes it live again.
+    assert dispatch.deploy() == (old[0], True)
+    deliver(dispatch, submission("210902-20261102-0003"))
+    with dispatch.uow() as uow:
+        third = uow.session.scalars(select(WorkflowInstance).where(
+            WorkflowInstance.case_no == "210902-20261102-0003")).one()
+    assert third.spec_hash == old[0]
 
 
 @pytest.mark.parametrize("edit, problem", [

@@ -20,7 +20,7 @@ from SpiffWorkflow.bpmn.specs.mixins.script_task import ScriptTask
 from SpiffWorkflow.bpmn.specs.mixins.service_task import ServiceTask
 from SpiffWorkflow.bpmn.specs.mixins.user_task import UserTask
 from SpiffWorkflow.spiff.parser.process import SpiffBpmnParser
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ..models import DeployedSpec
 from .sandbox import ScriptRejected, compile_restricted
@@ -157,20 +157,27 @@ class SpecRepository:
         """Validate and store the current diagrams; returns (hash, newly_deployed)."""
         sources = sources if sources is not None else read_sources(self.bpmn_dir, self.service)
         process = self.check(handler_names, form_names, sources)
-        if session.get(DeployedSpec, process.hash) is not None:
+        latest = session.scalar(select(func.max(DeployedSpec.version))
+                                .where(DeployedSpec.process_id == self.service)) or 0
+        existing = session.get(DeployedSpec, process.hash)
+        if existing is None:
+            session.add(DeployedSpec(hash=process.hash, process_id=self.service, version=latest + 1,
+                                     sources=sources, deployed_at=self.clock.now()))
+        elif existing.version == latest:
             return process.hash, False
-        session.add(DeployedSpec(hash=process.hash, process_id=self.service, sources=sources,
-                                 deployed_at=self.clock.now()))
+        else:  # going back to an earlier diagram makes that version live again
+            existing.version, existing.deployed_at = latest + 1, self.clock.now()
         return process.hash, True
 
     def latest(self, session) -> ProcessSpec:
-        row = session.scalars(
-            select(DeployedSpec).where(DeployedSpec.process_id == self.service)
-            .order_by(DeployedSpec.deployed_at.desc()).limit(1)
+        # Only the hash: the sources are read once per version, in by_hash.
+        spec_hash = session.scalars(
+            select(DeployedSpec.hash).where(DeployedSpec.process_id == self.service)
+            .order_by(DeployedSpec.version.desc()).limit(1)
         ).first()
-        if row is None:
+        if spec_hash is None:
             raise LookupError(f"no diagram deployed for {self.service}: run `fzt bpmn deploy {self.service}`")
-        return self.by_hash(session, row.hash)
+        return self.by_hash(session, spec_hash)
 
     def by_hash(self, session, spec_hash: str) -> ProcessSpec:
         cached = _by_hash_cache.get(spec_hash)

@@ -31,13 +31,14 @@ def upgrade() -> None:
     op.create_table('deployed_specs',
     sa.Column('hash', sa.String(length=64), nullable=False),
     sa.Column('process_id', sa.String(length=100), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('sources', sa.JSON(), nullable=False),
     sa.Column('deployed_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('hash'),
     info={'service': 'common'}
     )
     with op.batch_alter_table('deployed_specs', schema=None) as batch_op:
-        batch_op.create_index('ix_deployed_specs_process', ['process_id', 'deployed_at'], unique=False)
+        batch_op.create_index('ix_deployed_specs_process', ['process_id', 'version'], unique=True)
 
     op.create_table('inbox',
     sa.Column('message_id', sa.String(length=36), nullable=False),
