@@ -49,7 +49,6 @@ def create_app(service, test_config: dict | None = None) -> Flask:
         SESSION_COOKIE_SECURE=service.settings.production,
         WTF_CSRF_TIME_LIMIT=None,
         WTF_CSRF_CHECK_DEFAULT=False,  # checked in _check_csrf below
-        JSON_AS_ASCII=False,
     )
     app.json.ensure_ascii = False
     if test_config:
