@@ -155,6 +155,7 @@ def test_citizen_to_department_journey(browser, cluster, screens):
     screens(page, "04-citizen-submitted-mobile")
     page.get_by_role("button", name="查看办理进度").click()
     expect(page.locator("#case-status")).to_contain_text(case_no)
+    expect(page.locator("#status-name")).to_have_class(re.compile(r"\bamber\b"))  # open: not green yet
     screens(page, "05-citizen-status-submitted-mobile")
     citizen.close()
 
@@ -166,7 +167,10 @@ def test_citizen_to_department_journey(browser, cluster, screens):
     reload_until_visible(page, row)
     row.get_by_role("link", name=case_no).click()  # the case page, then back to the queue
     expect(page.get_by_role("heading", name=f"案件 {case_no}")).to_be_visible()
-    expect(page.locator("main")).to_contain_text("建议承办部门：市住房和城乡建设局")
+    facts = page.locator("dl.facts")
+    expect(facts.locator("dt:text-is('建议承办部门') + dd")).to_have_text("市住房和城乡建设局")
+    expect(facts.locator("dt:text-is('诉求人') + dd")).to_have_text("张桂兰")
+    expect(page.get_by_role("link", name="返回分拨队列")).to_be_visible()
     screens(page, "07-dispatcher-case-laptop")
     page.go_back()
     expect(row).to_contain_text("海州区")
@@ -209,17 +213,19 @@ def test_citizen_to_department_journey(browser, cluster, screens):
     page.get_by_label("诉求编号").fill(case_no)
     page.get_by_label("查询码").fill(tracking_code)
     deadline = time.monotonic() + BUS_TIMEOUT
-    while True:  # intake hears of the assignment over the bus
+    while True:  # intake hears of the assignment and the reply over the bus
         with page.expect_response(lambda r: r.request.method == "POST"):
             page.get_by_role("button", name="查询").click()
         page.wait_for_load_state()
         expect(page.locator("#case-status")).to_contain_text(case_no)
-        if "已交办" in page.locator("#status-name").inner_text() or time.monotonic() > deadline:
+        if "已办结" in page.locator("#status-name").inner_text() or time.monotonic() > deadline:
             break
         time.sleep(0.3)
-    expect(page.locator("#status-name")).to_contain_text("已交办")
+    expect(page.locator("#status-name")).to_contain_text("已办结")
+    expect(page.locator("#status-name")).to_have_class(re.compile(r"\bgreen\b"))
     timeline = page.locator("ol.timeline li")
     expect(timeline.filter(has_text="诉求已提交")).to_have_count(1)
     expect(timeline.filter(has_text="已交办承办部门")).to_have_count(1)
-    screens(page, "13-citizen-status-assigned-mobile")
+    expect(timeline.filter(has_text=reply)).to_have_count(1)
+    screens(page, "13-citizen-status-handled-mobile")
     citizen.close()
