@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
+from services.common.reference import DEPARTMENTS, DISTRICTS
 from services.common.web.auth import roles_required
 from services.common.workflow.runtime import Conflict
 
@@ -44,9 +45,12 @@ def queue():
 @roles_required("dispatcher")
 def assign():
     form = AssignForm()
+    # Back to the same (filtered) queue; only a known district code is echoed.
+    district = request.form.get("district")
+    back = url_for("dispatch.queue", district=district if district in DISTRICTS else None)
     if not form.validate_on_submit():
         flash("请选择承办部门", "error")
-        return redirect(url_for("dispatch.queue"))
+        return redirect(back)
     try:
         cases.assign(_service(), current_user, form.case_no.data, form.department.data)
     except (cases.NoSuchTask, Conflict) as err:
@@ -54,8 +58,8 @@ def assign():
     except cases.NotAllowed:
         abort(403)
     else:
-        flash(f"案件 {form.case_no.data} 已交办", "success")
-    return redirect(url_for("dispatch.queue"))
+        flash(f"案件 {form.case_no.data} 已交办{DEPARTMENTS[form.department.data]}", "success")
+    return redirect(back)
 
 
 @bp.get("/inbox")

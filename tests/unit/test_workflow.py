@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import func, select
 
 from services.common.models import DeployedSpec, OutboxMessage, TimelineEntry, WorkflowInstance, WorkItem
-from services.common.workflow.runtime import Conflict
+from services.common.workflow.runtime import Conflict, NotWaiting
 from services.common.workflow.specs import DiagramError, read_sources
 
 SUBMITTED_AT = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc).isoformat()
@@ -163,3 +163,10 @@ def test_unparsable_dmn_is_refused(dispatch):
     sources["route_department.dmn"] = sources["route_department.dmn"].replace('"漏水" in ?', '"漏水" in ? or')
     with pytest.raises(DiagramError, match="DMN"):
         dispatch.deploy(sources)
+
+
+def test_a_caught_message_nobody_waits_for_is_refused_not_dropped(build_service):
+    intake = build_service("intake")
+    with intake.uow() as uow, pytest.raises(NotWaiting, match="dispatch.case_assigned"):
+        intake.runtime.deliver(uow, "dispatch.case_assigned",
+                               {"case_no": "210902-20261102-0009", "department": "zhujian"}, "210902-20261102-0009")

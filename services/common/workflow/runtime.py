@@ -36,6 +36,10 @@ class TaskNotFound(LookupError):
     pass
 
 
+class NotWaiting(LookupError):
+    """A message the diagram catches arrived for a case that is not waiting for it."""
+
+
 class _ScriptEngine(PythonScriptEngine):
     def __init__(self, environment, handlers):
         super().__init__(environment)
@@ -102,6 +106,10 @@ class WorkflowRuntime:
                 self._catch(workflow, message_type, body)
                 self._advance(uow, instance, process, workflow)
                 taken = 1
+            elif message_type in process.message_catches:
+                # The diagram expects this message but no instance of the case waits for it
+                # (yet): refuse, so it is retried and then dead-lettered, never silently lost.
+                raise NotWaiting(f"{self.service}: no instance of case {case_no} waits for {message_type}")
         return taken
 
     def complete(self, uow, item_id: str, data: dict, actor: str, expected_version=None):
