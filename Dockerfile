@@ -20,11 +20,14 @@ RUN find . -name __pycache__ -prune -exec rm -rf {} + \
     && pip install . \
     && cd / && rm -rf /src
 
-# Diagrams are read from FZT_BPMN_DIR by `fzt bpmn deploy`. Without these two variables the
-# defaults would resolve next to the installed package (site-packages/bpmn, site-packages/var).
+# Diagrams are read from FZT_BPMN_DIR by `fzt bpmn deploy`, the holiday calendar from
+# FZT_HOLIDAY_DIR. Without these variables the defaults would resolve next to the installed
+# package (site-packages/bpmn, site-packages/var, site-packages/data).
 WORKDIR /app
 COPY bpmn /app/bpmn
+COPY data/holidays /app/data/holidays
 ENV FZT_BPMN_DIR=/app/bpmn \
+    FZT_HOLIDAY_DIR=/app/data/holidays \
     FZT_VAR_DIR=/app/var
 
 RUN groupadd --system --gid 10001 fzt \

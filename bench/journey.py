@@ -7,8 +7,8 @@ A warm-up (``--warmup`` cases, default 16) goes through first, unmeasured. Phase
 queue): C threads submit N requests (spread over the seven districts and eleven topics, so
 the DMN suggests every department); one poller thread lists each district's dispatcher queue
 as ``admin`` every ``--poll`` seconds and records when each case is first seen. Phase 2
-(assign → handle list): C threads assign every case to its suggested department; the poller
-watches the handle lists. Phase 3 checks, coarsely, how long until every citizen sees
+(assign → accept list): C threads assign every case to its suggested department; the poller
+watches the departments' accept lists. Phase 3 checks, coarsely, how long until every citizen sees
 "assigned" (dispatch → bus → intake).
 
 To show where the time goes it also prints, per phase: the bus hop from the services' own
@@ -425,7 +425,7 @@ def phase_submit(cluster, args, admin_token, meter, profiler=None):
 
 def phase_assign(cluster, args, admin_token, meter, cases, profiler=None):
     client = HttpClient(token=admin_token)
-    poller = Poller(cluster, admin_token, "handle", list(DISTRICTS), args.poll)
+    poller = Poller(cluster, admin_token, "accept", list(DISTRICTS), args.poll)
     poller.start()
 
     def assign(case):
@@ -472,15 +472,15 @@ def phase_assign(cluster, args, admin_token, meter, cases, profiler=None):
 
     seen = [r for r in ok if r["case_no"] in poller.seen]
     for r in seen:
-        r["handle_seen"] = poller.seen[r["case_no"]][0]
+        r["accept_seen"] = poller.seen[r["case_no"]][0]
     t0 = min(r["assign_started"] for r in ok)
     return {
         "assigned": len(ok), "errors": [r["error"] for r in results if "error" in r],
         "complete": complete, "seen": len(seen),
         "assign_rate": len(ok) / (max(r["assign_done"] for r in ok) - t0),
-        "through_rate": len(seen) / (max(r["handle_seen"] for r in seen) - t0) if seen else 0.0,
+        "through_rate": len(seen) / (max(r["accept_seen"] for r in seen) - t0) if seen else 0.0,
         "http": percentiles([r["assign_done"] - r["assign_started"] for r in ok]),
-        "end_to_end": percentiles([r["handle_seen"] - r["assign_started"] for r in seen]),
+        "end_to_end": percentiles([r["accept_seen"] - r["assign_started"] for r in seen]),
         "citizens_pending": len(pending),
         "citizens_after_last_assign": citizens_done - max(r["assign_done"] for r in ok),
         "citizens_total": citizens_done - t0, "lists_done": assigns_done - t0,
@@ -524,15 +524,15 @@ def report(args, p1, p2):
     print_profile(p1["profile"])
     if p2 is None:
         return
-    print("\nPhase 2: assign (POST /dispatch/api/v1/cases/<no>/assign) → in the department's handle list")
-    print(f"  assigned {p2['assigned']} (errors {len(p2['errors'])}), seen in handle lists "
+    print("\nPhase 2: assign (POST /dispatch/api/v1/cases/<no>/assign) → in the department's accept list")
+    print(f"  assigned {p2['assigned']} (errors {len(p2['errors'])}), seen in accept lists "
           f"{p2['seen']}{'' if p2['complete'] else ' (TIMED OUT)'}")
     for error in p2["errors"][:5]:
         print(f"    error: {error}")
     print(f"  throughput: assigned {p2['assign_rate']:.1f} cases/s, "
-          f"through to handle list {p2['through_rate']:.1f} cases/s")
+          f"through to accept list {p2['through_rate']:.1f} cases/s")
     print(f"  assign HTTP latency:          {fmt_ms(p2['http'])}")
-    print(f"  assign sent → in handle list: {fmt_ms(p2['end_to_end'])}")
+    print(f"  assign sent → in accept list: {fmt_ms(p2['end_to_end'])}")
     print(f"  poller: mean cycle {p2['poll_cycle'] * 1000:.1f} ms, errors {p2['poll_errors']}, "
           f"over-full lists {p2['poll_overfull']}")
     print("Phase 3 (coarse): the citizen sees \"assigned\" (dispatch → bus → intake)")

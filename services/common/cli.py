@@ -8,6 +8,8 @@
     fzt demo-data               demo staff accounts
     fzt token SERVICE USER      bearer token for the JSON API
     fzt clock show|advance 1d|reset   move the platform clock (refused in production)
+    fzt user add USER --role …  staff accounts, in all four services
+    fzt dead-letters list|show|replay|discard SERVICE   messages that could not be applied
 
 Configuration comes from FZT_* environment variables (see services/common/config.py).
 """
@@ -23,6 +25,7 @@ from datetime import timedelta
 import click
 
 from . import config as config_module
+from .bus.deadletters import dead_letters_cli
 from .config import DEFAULT_PORTS, SERVICES
 from .demo import DEMO_PASSWORD, demo_accounts, load_demo_accounts, save_staff
 from .reference import DEPARTMENTS, district_code
@@ -269,6 +272,9 @@ def _wait_for_signal():
         signal.signal(sig, lambda *_: stop.set())
     while not stop.is_set():
         stop.wait(0.5)
+
+
+main.add_command(dead_letters_cli)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,15 @@ class _ClockedDatetime(datetime):
 _spiff_timer.datetime = _ClockedDatetime
 
 
+def current_clock():
+    """The clock bound by ``use_clock`` (the system clock outside a workflow step).
+
+    Code that runs inside engine steps (diagram helpers such as ``due_after_workdays``) reads
+    the time from here, so it agrees with the timer arithmetic SpiffWorkflow does itself.
+    """
+    return _current.get()
+
+
 @contextlib.contextmanager
 def use_clock(clock):
     token = _current.set(clock)

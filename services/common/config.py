@@ -18,6 +18,7 @@ class Settings:
     env: str = "development"  # development | test | production
     var_dir: Path = REPO_ROOT / "var"
     bpmn_dir: Path = REPO_ROOT / "bpmn"
+    holiday_dir: Path = REPO_ROOT / "data" / "holidays"
     broker_url: str = "memory://localhost//"
     bus_prefix: str = "fzt"
     secret_key: str = "dev-only-secret-change-me"
@@ -47,6 +48,7 @@ def from_env(environ=os.environ, **overrides) -> Settings:
         env=environ.get("FZT_ENV", "development"),
         var_dir=Path(environ.get("FZT_VAR_DIR", REPO_ROOT / "var")),
         bpmn_dir=Path(environ.get("FZT_BPMN_DIR", REPO_ROOT / "bpmn")),
+        holiday_dir=Path(environ.get("FZT_HOLIDAY_DIR", REPO_ROOT / "data" / "holidays")),
         broker_url=environ.get("FZT_BROKER_URL", "memory://localhost//"),
         bus_prefix=environ.get("FZT_BUS_PREFIX", "fzt"),
         secret_key=environ.get("FZT_SECRET_KEY", "dev-only-secret-change-me"),

@@ -16,6 +16,7 @@ def demo_accounts():
     """(username, display name, role, district, department)."""
     accounts = [("admin", "系统管理员", "admin", None, None),
                 ("supervisor", "市督办员", "supervisor", None, None),
+                ("chief", "市首席办事员", "chief", None, None),
                 ("mediator", "中心调解员", "mediator", None, None),
                 ("operator", "热线受理员", "intake_operator", None, None)]
     accounts += [(f"fenbo_{login}", f"{DISTRICTS[code]}分拨员", "dispatcher", code, None)

@@ -20,6 +20,7 @@ from .bus.topology import Topology
 from .clock import OffsetClock
 from .db import UnitOfWork, make_engine
 from .models import ClockOffset, InboxMessage
+from .workdays import calendar_for, workday_helpers
 from .workflow.handlers import HandlerRegistry
 from .workflow.runtime import WorkflowRuntime
 from .workflow.specs import SpecRepository, read_sources
@@ -63,8 +64,11 @@ class Service:
         self.clock = clock or OffsetClock(self._read_clock_offset)
         self.topology = Topology(settings.broker_url, settings.bus_prefix, settings.delivery_limit)
         self.specs = SpecRepository(self.name, settings.bpmn_dir, self.clock)
+        # Working-day deadline helpers for diagram timers (docs/workdays.md).
+        self.calendar = calendar_for(settings)
         self.runtime = WorkflowRuntime(self.name, self.specs, definition.service_tasks, self.clock,
-                                       summary_keys=definition.summary_keys)
+                                       summary_keys=definition.summary_keys,
+                                       helpers=workday_helpers(self.calendar))
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.session_factory)

@@ -1,7 +1,9 @@
-"""Dispatch commands and queries: queues, assigning, handling, the case record.
+"""Dispatch commands and queries: work lists, the acts staff take on a case, the case record.
 
-Views and the API call these; scope (which district / department may act) is checked here
-so both entry points enforce the same rules.
+Every act completes one user task of bpmn/dispatch.bpmn; *what happens next* is the
+diagram's business. Who may act is checked here, once, for the web pages and the API alike:
+the task's role (``TASK_ROLES``) plus the data scope (a dispatcher's district, a handler's
+department).
 """
 from __future__ import annotations
 
@@ -9,8 +11,20 @@ from sqlalchemy import func, select
 
 from services.common.models import TimelineEntry, WorkflowInstance, WorkItem
 from services.common.reference import DEPARTMENTS
+from services.common.workflow.runtime import TaskNotFound
 
-ASSIGN, HANDLE = "assign", "handle"
+# User task (BPMN id) -> the role that works it; the admin may act everywhere.
+TASK_ROLES = {
+    "assign": "dispatcher",
+    "fallback": "dispatcher",
+    "claim": "handler",
+    "chief_instruction": "chief",
+    "accept": "handler",
+    "resolve": "handler",
+}
+TASK_NAMES = {"assign": "待交办", "fallback": "待兜底指定", "claim": "认领池", "chief_instruction": "待首席批示",
+              "accept": "待受理", "resolve": "办理中"}
+ASSIGN, FALLBACK, CLAIM, CHIEF, ACCEPT, RESOLVE = TASK_ROLES
 
 
 class NotAllowed(PermissionError):
@@ -21,14 +35,37 @@ class NoSuchTask(LookupError):
     pass
 
 
+class Invalid(ValueError):
+    """Input that the act cannot take (unknown department, missing reason, …)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
 def district_scope(user):
-    """None means every district (admin, city-level dispatcher)."""
+    """None means every district (admin, city-level staff)."""
     return None if user.role == "admin" else user.district
 
 
-def queue(service, task_name, district=None, department=None, limit=200):
+def may_work(user, item) -> bool:
+    """Whether ``user`` may complete the work item (role and data scope)."""
+    if user.role == "admin":
+        return True
+    if user.role != TASK_ROLES.get(item.task_name):
+        return False
+    if user.role == "dispatcher":
+        return not user.district or item.district == user.district
+    if item.task_name in (ACCEPT, RESOLVE):
+        return item.department == user.department
+    return True  # claim pool: any department; chief: every case sent to the chief
+
+
+def queue(service, task_names, district=None, department=None, limit=200):
+    """Work items of the given task(s), oldest first, with the total count."""
+    task_names = [task_names] if isinstance(task_names, str) else list(task_names)
     with service.uow() as uow:
-        query = select(WorkItem).where(WorkItem.task_name == task_name)
+        query = select(WorkItem).where(WorkItem.task_name.in_(task_names))
         if district:
             query = query.where(WorkItem.district == district)
         if department:
@@ -38,37 +75,127 @@ def queue(service, task_name, district=None, department=None, limit=200):
     return items, total
 
 
-def _task_for(uow, case_no, task_name):
-    item = uow.session.scalars(select(WorkItem).where(
-        WorkItem.case_no == case_no, WorkItem.task_name == task_name)).first()
-    if item is None:
-        raise NoSuchTask(f"案件 {case_no} 当前没有待办的“{task_name}”环节")
-    return item
-
-
-def assign(service, user, case_no, department, expected_version=None):
-    if department not in DEPARTMENTS:
-        raise ValueError("未知的承办部门")
+def counts(service, district=None, department=None) -> dict:
+    """Open work per task, for the navigation badges."""
     with service.uow() as uow:
-        item = _task_for(uow, case_no, ASSIGN)
-        scope = district_scope(user)
-        if scope and item.district != scope:
-            raise NotAllowed("该案件不属于您负责的县区")
-        service.runtime.complete(uow, item.id, {"department": department,
-                                                "department_name": DEPARTMENTS[department]},
-                                 actor=user.display_name, expected_version=expected_version)
+        query = select(WorkItem.task_name, func.count()).group_by(WorkItem.task_name)
+        if district:
+            query = query.where(WorkItem.district == district)
+        if department:
+            query = query.where(WorkItem.department == department)
+        return dict(uow.session.execute(query).all())
+
+
+def _act(service, user, case_no, task_name, data, expected_version=None, note=""):
+    with service.uow() as uow:
+        item = uow.session.scalars(select(WorkItem).where(
+            WorkItem.case_no == case_no, WorkItem.task_name == task_name)).first()
+        if item is None:
+            raise NoSuchTask(f"案件 {case_no} 当前不在“{TASK_NAMES.get(task_name, task_name)}”环节，可能已被他人处理")
+        if not may_work(user, item):
+            raise NotAllowed("您无权办理该案件的这一环节")
+        if task_name == ACCEPT and data.get("decision") == "return" and item.summary.get("fallback"):
+            raise Invalid("兜底指定的案件不能退回", "reason")
+        try:
+            service.runtime.complete(uow, item.id, data, actor=user.display_name,
+                                     expected_version=expected_version, note=note)
+        except TaskNotFound:  # completed by someone else between our read and our write
+            raise NoSuchTask(f"案件 {case_no} 已被他人处理，请刷新") from None
         uow.commit()
 
 
-def finish_handling(service, user, case_no, reply):
-    with service.uow() as uow:
-        item = _task_for(uow, case_no, HANDLE)
-        if user.role != "admin" and item.department != user.department:
-            raise NotAllowed("该案件未交办给您的部门")
-        service.runtime.complete(uow, item.id, {"reply": reply, "timeline_detail": reply},
-                                 actor=user.display_name)
-        uow.commit()
+def _department(code, field="department"):
+    if code not in DEPARTMENTS:
+        raise Invalid("未知的承办部门", field)
+    return {field: code, f"{field}_name": DEPARTMENTS[code]}
 
+
+def _co_handlers(codes, lead):
+    codes = [c for c in dict.fromkeys(codes or []) if c != lead]
+    unknown = [c for c in codes if c not in DEPARTMENTS]
+    if unknown:
+        raise Invalid(f"未知的协办部门：{'、'.join(unknown)}", "co_departments")
+    return {"co_departments": codes, "co_department_names": [DEPARTMENTS[c] for c in codes]}
+
+
+def _text(value, what, field, limit=2000):
+    value = (value or "").strip()
+    if not value:
+        raise Invalid(f"请填写{what}", field)
+    if len(value) > limit:
+        raise Invalid(f"{what}不超过{limit}个字", field)
+    return value
+
+
+# -- the dispatcher --------------------------------------------------------------------
+
+def _handlers_note(verb, data):
+    """Timeline wording for an act that names departments, e.g. 交办：市住建局（协办：市城管局）."""
+    note = f"{verb}：{data['department_name']}"
+    if data["co_department_names"]:
+        note += f"（协办：{'、'.join(data['co_department_names'])}）"
+    return note
+
+
+def assign(service, user, case_no, department, co_departments=(), expected_version=None):
+    data = {"action": "assign", **_department(department), **_co_handlers(co_departments, department)}
+    _act(service, user, case_no, ASSIGN, data, expected_version, note=_handlers_note("交办", data))
+
+
+def send_to_pool(service, user, case_no):
+    _act(service, user, case_no, ASSIGN, {"action": "pool"}, note="放入认领池")
+
+
+def send_to_chief(service, user, case_no, note=""):
+    note = (note or "").strip()[:500]
+    _act(service, user, case_no, ASSIGN, {"action": "chief", "key_case": True, "chief_request": note},
+         note="提请首席办事员" + (f"：{note}" if note else ""))
+
+
+def reject(service, user, case_no, reason):
+    reason = _text(reason, "不予受理的理由", "reason", 500)
+    _act(service, user, case_no, ASSIGN, {"action": "reject", "reject_reason": reason}, note=f"不予受理：{reason}")
+
+
+def designate(service, user, case_no, department, co_departments=()):
+    """Fallback (兜底): the lead department named here cannot return the case."""
+    data = {"fallback": True, **_department(department), **_co_handlers(co_departments, department)}
+    _act(service, user, case_no, FALLBACK, data, note=_handlers_note("兜底指定", data))
+
+
+# -- departments -----------------------------------------------------------------------
+
+def claim(service, user, case_no):
+    if not user.department:
+        raise NotAllowed("只有承办部门可以认领")
+    data = _department(user.department)
+    _act(service, user, case_no, CLAIM, data, note=f"认领：{data['department_name']}")
+
+
+def accept(service, user, case_no):
+    _act(service, user, case_no, ACCEPT, {"decision": "accept"}, note="受理")
+
+
+def return_case(service, user, case_no, reason):
+    reason = _text(reason, "退回理由", "reason", 500)
+    _act(service, user, case_no, ACCEPT, {"decision": "return", "return_reason": reason}, note=f"退回：{reason}")
+
+
+def reply(service, user, case_no, text):
+    text = _text(text, "办理结果", "reply")
+    _act(service, user, case_no, RESOLVE, {"reply": text}, note=text)
+
+
+# -- the chief handler -----------------------------------------------------------------
+
+def instruct(service, user, case_no, department, instruction, co_departments=()):
+    instruction = _text(instruction, "批示意见", "instruction", 1000)
+    data = {"chief_instruction": instruction, **_department(department),
+            **_co_handlers(co_departments, department)}
+    _act(service, user, case_no, CHIEF, data, note=f"批示：{instruction}；" + _handlers_note("交办", data))
+
+
+# -- reading ---------------------------------------------------------------------------
 
 def case_record(service, case_no):
     with service.uow() as uow:
@@ -81,6 +208,22 @@ def case_record(service, case_no):
                                        .order_by(TimelineEntry.at, TimelineEntry.id)).all()
         data = service.runtime.data_of(uow.session, instance)
     return {"instance": instance, "items": items, "timeline": timeline, "data": data}
+
+
+def may_read(user, record) -> bool:
+    """Dispatchers read their district's cases; departments the cases they lead or help;
+    the chief handler the key cases; admins everything."""
+    data = record["data"]
+    if user.role == "admin":
+        return True
+    if user.role == "dispatcher":
+        return not user.district or data.get("district") == user.district
+    if user.role == "handler":
+        return user.department in (data.get("department"), *data.get("co_departments", [])) or any(
+            i.task_name == CLAIM for i in record["items"])
+    if user.role == "chief":
+        return bool(data.get("key_case"))
+    return False
 
 
 def item_json(item):

@@ -1,22 +1,81 @@
-"""Forms for dispatch's user tasks, keyed by the BPMN id of the task they complete."""
+"""Web forms for dispatch's user tasks. ``FORMS`` maps each user task of bpmn/dispatch.bpmn
+(BPMN id) to its form; deploying a diagram with a user task that has no form is refused."""
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, SelectField, TextAreaField
-from wtforms.validators import DataRequired, Length
+from wtforms import HiddenField, SelectField, SelectMultipleField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, Optional
 
 from services.common.reference import DEPARTMENTS
 
+_DEPARTMENT_CHOICES = list(DEPARTMENTS.items())
 
-class AssignForm(FlaskForm):
-    case_no = HiddenField(validators=[DataRequired()])
+
+def _lead_department():
     # No department is preselected unless the DMN suggests one: one careless click must not misroute.
-    department = SelectField("承办部门", choices=[("", "请选择承办部门"), *DEPARTMENTS.items()],
-                             validators=[DataRequired("请选择承办部门")])
+    return SelectField("承办部门", choices=[("", "请选择承办部门"), *_DEPARTMENT_CHOICES],
+                       validators=[DataRequired("请选择承办部门")])
 
 
-class HandleForm(FlaskForm):
+def _co_departments():
+    return SelectMultipleField("协办部门（可多选）", choices=_DEPARTMENT_CHOICES, validators=[Optional()])
+
+
+class CaseForm(FlaskForm):
     case_no = HiddenField(validators=[DataRequired()])
+
+
+class AssignForm(CaseForm):
+    department = _lead_department()
+    co_departments = _co_departments()
+
+
+class PoolForm(CaseForm):
+    """放入认领池: any department may claim it."""
+
+
+class ChiefForm(CaseForm):
+    note = StringField("提请理由（可不填）", validators=[Optional(), Length(max=500, message="不超过500个字")])
+
+
+class RejectForm(CaseForm):
+    reason = TextAreaField("不予受理的理由（诉求人可见）", validators=[
+        DataRequired("请填写不予受理的理由"), Length(max=500, message="不超过500个字")])
+
+
+class ClaimForm(CaseForm):
+    """认领: the claiming department becomes the lead."""
+
+
+class InstructForm(CaseForm):
+    department = _lead_department()
+    co_departments = _co_departments()
+    instruction = TextAreaField("批示意见", validators=[
+        DataRequired("请填写批示意见"), Length(max=1000, message="不超过1000个字")])
+
+
+class AcceptForm(CaseForm):
+    """受理: the department takes the case (the first to accept is the first-inquiry owner)."""
+
+
+class ReturnForm(CaseForm):
+    reason = TextAreaField("退回理由", validators=[
+        DataRequired("请填写退回理由"), Length(max=500, message="不超过500个字")])
+
+
+class ReplyForm(CaseForm):
     reply = TextAreaField("办理结果（答复诉求人）", validators=[
         DataRequired("请填写办理结果"), Length(max=2000, message="不超过2000个字")])
 
 
-FORMS = {"assign": AssignForm, "handle": HandleForm}
+class DesignateForm(CaseForm):
+    department = _lead_department()
+    co_departments = _co_departments()
+
+
+FORMS = {
+    "assign": AssignForm,
+    "claim": ClaimForm,
+    "chief_instruction": InstructForm,
+    "accept": AcceptForm,
+    "resolve": ReplyForm,
+    "fallback": DesignateForm,
+}

@@ -14,5 +14,6 @@ definition = ServiceDefinition(
     name="dispatch", title="分拨办理", service_tasks=HandlerRegistry(), listeners=Listeners(),
     forms=FORMS, blueprints=_blueprints, home_endpoint="dispatch.start",
     summary_keys=("description", "category", "suggested_department", "channel", "submitted_at",
-                  "location", "department_name"),
+                  "location", "department_name", "co_departments", "key_case", "fallback",
+                  "return_count", "returns", "first_owner_name", "chief_instruction", "chief_request"),
 )

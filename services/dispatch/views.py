@@ -1,15 +1,27 @@
-"""Dispatch pages: the dispatcher's queue, the department inbox, the case page."""
+"""Dispatch pages: the dispatcher's queue, the claim pool, the chief handler's board, the
+department inbox and the case page with the forms for whatever the user may do right now.
+
+Every act goes through ``cases`` (the same commands as the JSON API); who may act is decided
+there. Each POST redirects back to the page it came from with a flash (PRG), except a form
+with field errors on the case page, which is shown again with the errors next to the fields.
+"""
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from dataclasses import dataclass
+from typing import Callable
+from urllib.parse import urlsplit
+
+from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request,
+                   url_for)
 from flask_login import current_user, login_required
 
 from services.common.reference import DEPARTMENTS, DISTRICTS
 from services.common.web.auth import roles_required
-from services.common.workflow.runtime import Conflict
+from services.common.workflow.runtime import Conflict, TaskNotFound
 
 from . import cases
-from .forms import AssignForm, HandleForm
+from .forms import (AcceptForm, AssignForm, ChiefForm, ClaimForm, DesignateForm, InstructForm,
+                    PoolForm, RejectForm, ReplyForm, ReturnForm)
 
 bp = Blueprint("dispatch", __name__)
 
@@ -18,81 +30,314 @@ def _service():
     return current_app.extensions["fzt"]
 
 
+def _names(codes):
+    return "、".join(DEPARTMENTS.get(c, c) for c in codes)
+
+
+def _co(form):
+    co = [c for c in form.co_departments.data or [] if c != form.department.data]
+    return f"（协办：{_names(co)}）" if co else ""
+
+
+@dataclass(frozen=True)
+class Act:
+    task: str                       # the user task it completes
+    form: type                      # its form (services/dispatch/forms.py)
+    run: Callable                   # (service, user, case_no, form) -> None
+    done: Callable                  # (case_no, form) -> the success message
+    field: str | None = None        # where a cases.Invalid message is shown
+
+
+ACTS = {
+    "assign": Act(cases.ASSIGN, AssignForm,
+                  lambda s, u, n, f: cases.assign(s, u, n, f.department.data, f.co_departments.data),
+                  lambda n, f: f"案件 {n} 已交办{DEPARTMENTS[f.department.data]}{_co(f)}", "department"),
+    "pool": Act(cases.ASSIGN, PoolForm, lambda s, u, n, f: cases.send_to_pool(s, u, n),
+                lambda n, f: f"案件 {n} 已放入认领池，各部门均可认领；1天内无人认领将退回分拨队列"),
+    "chief": Act(cases.ASSIGN, ChiefForm, lambda s, u, n, f: cases.send_to_chief(s, u, n, f.note.data),
+                 lambda n, f: f"案件 {n} 已作为重点案件提请首席办事员批示", "note"),
+    "reject": Act(cases.ASSIGN, RejectForm, lambda s, u, n, f: cases.reject(s, u, n, f.reason.data),
+                  lambda n, f: f"案件 {n} 已不予受理，理由将告知诉求人", "reason"),
+    "designate": Act(cases.FALLBACK, DesignateForm,
+                     lambda s, u, n, f: cases.designate(s, u, n, f.department.data, f.co_departments.data),
+                     lambda n, f: f"案件 {n} 已兜底指定{DEPARTMENTS[f.department.data]}{_co(f)}办理，该部门不能再退回",
+                     "department"),
+    "claim": Act(cases.CLAIM, ClaimForm, lambda s, u, n, f: cases.claim(s, u, n),
+                 lambda n, f: f"已认领案件 {n}，请在“部门待办”中受理"),
+    "instruct": Act(cases.CHIEF, InstructForm,
+                    lambda s, u, n, f: cases.instruct(s, u, n, f.department.data, f.instruction.data,
+                                                      f.co_departments.data),
+                    lambda n, f: f"已批示，案件 {n} 交由{DEPARTMENTS[f.department.data]}{_co(f)}办理", "instruction"),
+    "accept": Act(cases.ACCEPT, AcceptForm, lambda s, u, n, f: cases.accept(s, u, n),
+                  lambda n, f: f"已受理案件 {n}，办结后请填写办理结果"),
+    "return": Act(cases.ACCEPT, ReturnForm, lambda s, u, n, f: cases.return_case(s, u, n, f.reason.data),
+                  lambda n, f: f"案件 {n} 已退回分拨员", "reason"),
+    "reply": Act(cases.RESOLVE, ReplyForm, lambda s, u, n, f: cases.reply(s, u, n, f.reply.data),
+                 lambda n, f: f"案件 {n} 的办理结果已提交，诉求人可查看", "reply"),
+}
+# The acts offered on the case page for each open user task, in the order shown.
+TASK_ACTS = {
+    cases.ASSIGN: ("assign", "pool", "chief", "reject"),
+    cases.FALLBACK: ("designate",),
+    cases.CLAIM: ("claim",),
+    cases.CHIEF: ("instruct",),
+    cases.ACCEPT: ("accept", "return"),
+    cases.RESOLVE: ("reply",),
+}
+LISTS = {  # work list -> (task names, title)
+    "queue": ((cases.ASSIGN, cases.FALLBACK), "分拨队列"),
+    "pool": ((cases.CLAIM,), "认领池"),
+    "chief": ((cases.CHIEF,), "首席批示"),
+    "inbox": ((cases.ACCEPT, cases.RESOLVE), "部门待办"),
+}
+LIST_ROLES = {"queue": ("dispatcher",), "pool": ("handler",), "chief": ("chief",), "inbox": ("handler",)}
+
+
+def blank_form(act, case_no, **data):
+    return ACTS[act].form(formdata=None, case_no=case_no, **data)
+
+
+def assign_form(item):
+    """The inline 交办 form of a queue row: the DMN's suggestion preselected, unless the
+    suggested department is the one that just returned the case."""
+    suggested = item.summary.get("suggested_department") or None
+    if item.summary.get("return_count") and suggested == item.department:
+        suggested = None
+    return blank_form("assign", item.case_no, department=suggested)
+
+
+# -- navigation ------------------------------------------------------------------------
+
+def nav_links():
+    """(endpoint, title, open work) for the current user's work lists (one or two count queries)."""
+    user = current_user
+    if not user.is_authenticated:
+        return []
+    service, role = _service(), user.role
+    city_wide = role in ("admin", "chief", "handler") or (role == "dispatcher" and not user.district)
+    everywhere = cases.counts(service) if city_wide else {}
+    links = []
+    if role in ("dispatcher", "admin"):
+        mine = cases.counts(service, district=user.district) if role == "dispatcher" and user.district else everywhere
+        links.append(("dispatch.queue", "分拨队列", mine.get(cases.ASSIGN, 0) + mine.get(cases.FALLBACK, 0)))
+    if role in ("handler", "admin"):
+        links.append(("dispatch.pool", "认领池", everywhere.get(cases.CLAIM, 0)))
+    if role in ("chief", "admin"):
+        links.append(("dispatch.chief", "首席批示", everywhere.get(cases.CHIEF, 0)))
+    if role in ("handler", "admin"):
+        mine = cases.counts(service, department=user.department) if role == "handler" else everywhere
+        links.append(("dispatch.inbox", "部门待办", mine.get(cases.ACCEPT, 0) + mine.get(cases.RESOLVE, 0)))
+    return links
+
+
+@bp.context_processor
+def _nav():
+    return {"nav_links": nav_links, "TASK_NAMES": cases.TASK_NAMES}
+
+
+def landing():
+    return {"dispatcher": "dispatch.queue", "admin": "dispatch.queue", "handler": "dispatch.inbox",
+            "chief": "dispatch.chief"}.get(current_user.role)
+
+
 @bp.get("/start")
 @login_required
 def start():
     """Each role lands on its own work list."""
-    target = {"handler": "dispatch.inbox"}.get(current_user.role, "dispatch.queue")
+    target = landing()
+    if target is None:
+        abort(403)
     return redirect(url_for(target))
+
+
+# -- work lists ------------------------------------------------------------------------
+
+def _district_filter():
+    """A dispatcher sees their district; admins and city-level staff may filter."""
+    scope = cases.district_scope(current_user) if current_user.role == "dispatcher" else None
+    if scope:
+        return scope, True
+    chosen = request.args.get("district")
+    return (chosen if chosen in DISTRICTS else None), False
 
 
 @bp.get("/queue")
 @roles_required("dispatcher")
 def queue():
-    scope = cases.district_scope(current_user)
-    district = scope or request.args.get("district") or None
-    items, total = cases.queue(_service(), cases.ASSIGN, district=district)
-    forms = {}
-    for item in items:
-        form = AssignForm(formdata=None, case_no=item.case_no,
-                          department=item.summary.get("suggested_department") or None)
-        forms[item.case_no] = form
-    return render_template("dispatch/queue.html", items=items, total=total, forms=forms,
-                           district=district, scoped=bool(scope))
+    district, scoped = _district_filter()
+    task = request.args.get("task")
+    task = task if task in (cases.ASSIGN, cases.FALLBACK) else None
+    service = _service()
+    counts = cases.counts(service, district=district)
+    items, total = cases.queue(service, task or (cases.ASSIGN, cases.FALLBACK), district=district)
+    forms = {i.case_no: assign_form(i) if i.task_name == cases.ASSIGN else blank_form("designate", i.case_no)
+             for i in items}
+    return render_template("dispatch/queue.html", items=items, total=total, forms=forms, counts=counts,
+                           district=district, scoped=scoped, task=task)
 
 
-@bp.post("/assign")
-@roles_required("dispatcher")
-def assign():
-    form = AssignForm()
-    # Back to the same (filtered) queue; only a known district code is echoed.
-    district = request.form.get("district")
-    back = url_for("dispatch.queue", district=district if district in DISTRICTS else None)
-    if not form.validate_on_submit():
-        flash("请选择承办部门", "error")
-        return redirect(back)
-    try:
-        cases.assign(_service(), current_user, form.case_no.data, form.department.data)
-    except (cases.NoSuchTask, Conflict) as err:
-        flash(str(err), "error")
-    except cases.NotAllowed:
-        abort(403)
-    else:
-        flash(f"案件 {form.case_no.data} 已交办{DEPARTMENTS[form.department.data]}", "success")
-    return redirect(back)
+@bp.get("/pool")
+@roles_required("handler")
+def pool():
+    district, _ = _district_filter()
+    items, total = cases.queue(_service(), cases.CLAIM, district=district)
+    forms = {i.case_no: blank_form("claim", i.case_no) for i in items}
+    return render_template("dispatch/pool.html", items=items, total=total, forms=forms, district=district,
+                           may_claim=bool(current_user.department))
+
+
+@bp.get("/chief")
+@roles_required("chief")
+def chief():
+    items, total = cases.queue(_service(), cases.CHIEF)
+    return render_template("dispatch/chief.html", items=items, total=total)
 
 
 @bp.get("/inbox")
 @roles_required("handler")
 def inbox():
-    department = None if current_user.role == "admin" else current_user.department
-    items, total = cases.queue(_service(), cases.HANDLE, department=department)
-    return render_template("dispatch/inbox.html", items=items, total=total)
+    department = current_user.department if current_user.role == "handler" else request.args.get("department")
+    department = department if department in DEPARTMENTS else None
+    if current_user.role == "handler" and department is None:
+        abort(403)  # a handler account without a department has no inbox
+    service = _service()
+    to_accept, accept_total = cases.queue(service, cases.ACCEPT, department=department)
+    in_progress, resolve_total = cases.queue(service, cases.RESOLVE, department=department)
+    forms = {i.case_no: blank_form("accept", i.case_no) for i in to_accept}
+    return render_template("dispatch/inbox.html", to_accept=to_accept, accept_total=accept_total,
+                           in_progress=in_progress, resolve_total=resolve_total, forms=forms,
+                           department=department)
 
 
-@bp.route("/cases/<case_no>", methods=["GET", "POST"])
-@login_required
-def case(case_no):
+# -- the case page ---------------------------------------------------------------------
+
+def _record_or_abort(case_no):
     record = cases.case_record(_service(), case_no)
     if record is None:
         abort(404)
-    data = record["data"]
-    scope = cases.district_scope(current_user)
-    if current_user.role == "dispatcher" and scope and data.get("district") != scope:
+    if not cases.may_read(current_user, record):
         abort(403)
-    if current_user.role == "handler" and data.get("department") != current_user.department:
-        abort(403)
-    handle_form = HandleForm(case_no=case_no)
-    if request.method == "POST":
-        if handle_form.validate_on_submit():
-            try:
-                cases.finish_handling(_service(), current_user, case_no, handle_form.reply.data)
-            except (cases.NoSuchTask, Conflict) as err:
-                flash(str(err), "error")
-            except cases.NotAllowed:
-                abort(403)
+    return record
+
+
+def _forms_for(record, case_no):
+    """The blank forms for what the current user may do on the case right now."""
+    data, forms = record["data"], {}
+    for item in record["items"]:
+        if not cases.may_work(current_user, item):
+            continue
+        for act in TASK_ACTS.get(item.task_name, ()):
+            if act == "return" and (item.summary.get("fallback") or data.get("fallback")):
+                continue  # a designated (兜底) department cannot return the case
+            if act == "claim" and not current_user.department:
+                continue  # only a department can claim (the claimer becomes the lead)
+            if act == "assign":
+                forms[act] = assign_form(item)
+            elif act == "instruct":
+                forms[act] = blank_form(act, case_no, department=data.get("suggested_department") or None)
             else:
-                flash("办理结果已提交", "success")
-                return redirect(url_for("dispatch.case", case_no=case_no))
-    return render_template("dispatch/case.html", record=record, data=data, case_no=case_no,
-                           handle_form=handle_form, waiting={i.task_name for i in record["items"]})
+                forms[act] = blank_form(act, case_no)
+    return forms
+
+
+def _render_case(record, case_no, forms, status=200):
+    back = {"handler": "dispatch.inbox", "chief": "dispatch.chief"}.get(current_user.role, "dispatch.queue")
+    if current_user.role == "handler" and "claim" in forms:
+        back = "dispatch.pool"
+    return render_template("dispatch/case.html", record=record, data=record["data"], case_no=case_no,
+                           forms=forms, back=back, back_title=BACK_TITLES[back]), status
+
+
+BACK_TITLES = {"dispatch.queue": "分拨队列", "dispatch.pool": "认领池", "dispatch.chief": "首席批示",
+               "dispatch.inbox": "部门待办"}
+
+
+@bp.get("/cases/<case_no>")
+@login_required
+def case(case_no):
+    record = _record_or_abort(case_no)
+    return _render_case(record, case_no, _forms_for(record, case_no))
+
+
+def _safe_next(value):
+    """A same-app path to go back to (a work list with its filters), or None."""
+    if not value or not value.startswith(request.script_root + "/") or value.startswith("//") or "\\" in value:
+        return None
+    parts = urlsplit(value)
+    return value if not parts.scheme and not parts.netloc else None
+
+
+@bp.post("/cases/<case_no>/<act>")
+@login_required
+def act_on_case(case_no, act):
+    if act not in ACTS:
+        abort(404)
+    return _perform(case_no, act)
+
+
+@bp.post("/assign")
+@login_required
+def assign():
+    """The queue's inline 交办 form (kept at its old address)."""
+    case_no = request.form.get("case_no", "")
+    if not case_no:
+        abort(400)
+    return _perform(case_no, "assign")
+
+
+def _chinese_choice_error(field, message):
+    if "valid choice" in message or "Invalid Choice" in message:
+        return f"请从列表中选择{field.label.text.split('（')[0]}"
+    return message
+
+
+def _perform(case_no, act_name):
+    act = ACTS[act_name]
+    form = act.form()
+    form.case_no.data = case_no
+    inline = _safe_next(request.form.get("next"))  # posted from a work list: go back there
+    case_page = url_for("dispatch.case", case_no=case_no)
+    back = inline or case_page
+
+    def refuse(message):
+        if inline:
+            flash(f"案件 {case_no}：{message}", "error")
+            return redirect(back)
+        record = _record_or_abort(case_no)
+        forms = _forms_for(record, case_no)
+        if act_name in forms:
+            forms[act_name] = form  # the filled-in form, with its errors
+            flash("提交未成功，请按提示修改后再提交。", "error")
+            return _render_case(record, case_no, forms, 400)
+        flash(message, "error")
+        return redirect(case_page)
+
+    if not form.validate_on_submit():
+        for field in form:  # WTForms' own choice messages are English (only a tampered post sees them)
+            field.errors = [_chinese_choice_error(field, e) for e in field.errors]
+        errors = [e for field in form for e in field.errors]
+        return refuse("；".join(errors) or "提交无效，请刷新页面后重试")
+    try:
+        act.run(_service(), current_user, case_no, form)
+    except (cases.NoSuchTask, TaskNotFound) as err:
+        message = str(err) if isinstance(err, cases.NoSuchTask) else \
+            f"案件 {case_no} 已被他人处理，请查看最新情况"
+        flash(message, "error")
+        return redirect(back)
+    except Conflict:
+        flash(f"案件 {case_no} 刚被他人更新，请查看最新情况后再办理", "error")
+        return redirect(back)
+    except cases.NotAllowed:
+        abort(403)
+    except cases.Invalid as err:
+        message = str(err)
+        if act.field:
+            target = "co_departments" if "协办" in message and hasattr(form, "co_departments") else act.field
+            getattr(form, target).errors = [*getattr(form, target).errors, message]
+        return refuse(message)
+    flash(act.done(case_no, form), "success")
+    if not inline:
+        record = cases.case_record(_service(), case_no)
+        if record is None or not cases.may_read(current_user, record):
+            return redirect(url_for("dispatch.start"))
+    return redirect(back)

@@ -40,7 +40,7 @@ def urge():
         service = current_app.extensions["fzt"]
         try:
             with service.uow() as uow:
-                service.runtime.complete(uow, form.item_id.data, {"timeline_detail": form.note.data},
+                service.runtime.complete(uow, form.item_id.data, {"urge_note": form.note.data}, note=form.note.data,
                                          actor=current_user.display_name)
                 uow.commit()
             flash("催办意见已记录", "success")

@@ -1,8 +1,9 @@
 """The whole citizen → dispatcher → department journey in a real browser (Debian's chromium).
 
 One ``fzt run-all`` (SQLite + in-memory bus) serves all four apps. A citizen submits on a
-phone-sized viewport, the 海州区 dispatcher assigns on a laptop, the 住建局 handler replies,
-and the citizen looks the case up again. Every page is saved as a screenshot in the test's
+phone-sized viewport, the 海州区 dispatcher assigns on a laptop, the 住建局 handler accepts
+and replies, and the citizen looks the case up again; a second case is returned by a
+department (on a phone) and assigned again. Every page is saved as a screenshot in the test's
 tmp dir and copied to /tmp/screens/ for review.
 
 Without /usr/bin/chromium the tests are skipped (they fail instead when CI=true).
@@ -162,14 +163,24 @@ def test_citizen_to_department_journey(browser, cluster, screens):
     # (c) The 海州区 dispatcher assigns it on a laptop to the suggested department.
     dispatcher = browser.new_context(**LAPTOP)
     page = staff_login(dispatcher, cluster, "fenbo_haizhou", "海州区分拨员", shot=screens)
-    page.goto(cluster.url("dispatch", "/queue"))
+    page.goto(cluster.url("dispatch", "/start"))  # each role lands on its own work list
+    expect(page.get_by_role("heading", name="分拨队列")).to_be_visible()
+    expect(page.get_by_role("navigation", name="工作台").get_by_role("link", name="分拨队列")).to_have_attribute(
+        "aria-current", "page")
     row = page.locator(f'#queue tr[data-case="{case_no}"]')
     reload_until_visible(page, row)
-    row.get_by_role("link", name=case_no).click()  # the case page, then back to the queue
+    row.get_by_role("link", name=case_no, exact=True).click()  # the case page, then back to the queue
     expect(page.get_by_role("heading", name=f"案件 {case_no}")).to_be_visible()
     facts = page.locator("dl.facts")
     expect(facts.locator("dt:text-is('建议承办部门') + dd")).to_have_text("市住房和城乡建设局")
     expect(facts.locator("dt:text-is('诉求人') + dd")).to_have_text("张桂兰")
+    expect(facts.locator("dt:text-is('首问责任人') + dd")).to_have_text("尚未受理")
+    work = page.locator("#work")  # every act the dispatcher has on a new case
+    expect(work.get_by_label("承办部门")).to_have_value("zhujian")
+    for act in ("交办", "放入认领池"):
+        expect(work.get_by_role("button", name=act, exact=True)).to_be_visible()
+    for more in ("提请首席办事员（重点案件）", "不予受理"):
+        expect(work.locator("summary", has_text=more)).to_be_visible()
     expect(page.get_by_role("link", name="返回分拨队列")).to_be_visible()
     screens(page, "07-dispatcher-case-laptop")
     page.go_back()
@@ -181,29 +192,40 @@ def test_citizen_to_department_journey(browser, cluster, screens):
     expect(row).to_contain_text("建议：市住房和城乡建设局")
     screens(page, "08-dispatcher-queue-laptop")
     row.get_by_role("button", name="交办").click()
-    expect(page.get_by_role("status").filter(has_text=f"案件 {case_no} 已交办")).to_be_visible()
+    expect(page.get_by_role("status").filter(has_text=f"案件 {case_no} 已交办市住房和城乡建设局")).to_be_visible()
     expect(page.locator(f'#queue tr[data-case="{case_no}"]')).to_have_count(0)
+    expect(page).to_have_url(re.compile(r"/dispatch/queue"))  # back where the clerk was
     screens(page, "09-dispatcher-assigned-laptop")
     dispatcher.close()
 
-    # (d) The 住建局 handler finds it in the inbox and replies.
+    # (d) The 住建局 handler accepts it in the inbox, opens it and replies.
     handler = browser.new_context(**LAPTOP)
     page = staff_login(handler, cluster, "bm_zhujian", "市住房和城乡建设局办理人")
-    page.goto(cluster.url("dispatch", "/inbox"))
-    row = page.locator(f'#inbox tr[data-case="{case_no}"]')
-    reload_until_visible(page, row)
+    page.goto(cluster.url("dispatch", "/start"))
+    expect(page.get_by_role("heading", name="部门待办")).to_be_visible()
+    row = page.locator(f'#accept tr[data-case="{case_no}"]')
+    expect(row).to_be_visible()  # assigning is dispatch's own business: no bus in between
     screens(page, "10-handler-inbox-laptop")
-    row.get_by_role("link", name=case_no).click()
+    row.get_by_role("button", name=f"受理 {case_no}").click()
+    expect(page.get_by_role("status").filter(has_text=f"已受理案件 {case_no}")).to_be_visible()
+    expect(page.locator(f'#accept tr[data-case="{case_no}"]')).to_have_count(0)
+    row = page.locator(f'#resolve tr[data-case="{case_no}"]')
+    expect(row).to_be_visible()
+    screens(page, "11-handler-inbox-accepted-laptop")
+    row.get_by_role("link", name=case_no, exact=True).click()
     expect(page.get_by_role("heading", name=f"案件 {case_no}")).to_be_visible()
     expect(page.locator("main")).to_contain_text(description)
-    screens(page, "11-handler-case-laptop")
+    expect(page.locator("dl.facts dt:text-is('首问责任人') + dd")).to_have_text("市住房和城乡建设局")
+    expect(page.locator(".status-line")).to_contain_text("办理中")
+    screens(page, "12-handler-case-laptop")
     reply = "已联系楼上住户和物业公司，卫生间防水已于今日修复，请您留意天花板是否还有渗水。"
     page.get_by_label("办理结果（答复诉求人）").fill(reply)
     page.get_by_role("button", name="提交办理结果").click()
     expect(page.get_by_role("status").filter(has_text="办理结果已提交")).to_be_visible()
     expect(page.locator("ol.timeline")).to_contain_text(reply)
     expect(page.get_by_role("button", name="提交办理结果")).to_have_count(0)
-    screens(page, "12-handler-case-done-laptop")
+    expect(page.locator(".status-line")).to_contain_text("已办结")
+    screens(page, "13-handler-case-done-laptop")
     handler.close()
 
     # (e) The citizen looks the case up again with case number and tracking code.
@@ -225,7 +247,74 @@ def test_citizen_to_department_journey(browser, cluster, screens):
     expect(page.locator("#status-name")).to_have_class(re.compile(r"\bgreen\b"))
     timeline = page.locator("ol.timeline li")
     expect(timeline.filter(has_text="诉求已提交")).to_have_count(1)
-    expect(timeline.filter(has_text="已交办承办部门")).to_have_count(1)
+    expect(timeline.filter(has_text="已交办")).to_have_count(1)
+    expect(timeline.filter(has_text="已受理")).to_have_count(1)
     expect(timeline.filter(has_text=reply)).to_have_count(1)
-    screens(page, "13-citizen-status-handled-mobile")
+    screens(page, "14-citizen-status-handled-mobile")
     citizen.close()
+
+
+def test_department_returns_case_and_dispatcher_assigns_it_again(browser, cluster, screens):
+    from playwright.sync_api import expect
+    from tests.support.http import HttpClient
+    response = HttpClient().post(cluster.url("intake", "/api/v1/requests"), json={
+        "district": "海州区", "name": "李明", "phone": "13904185678",
+        "description": "小区门口人行道被占道经营的摊点堵住，晚上烧烤油烟很大，影响居民休息。"})
+    assert response.status == 201, response
+    case_no = response.json["case_no"]
+
+    # The dispatcher assigns it (mistakenly) to the housing bureau.
+    dispatcher = browser.new_context(**LAPTOP)
+    desk = staff_login(dispatcher, cluster, "fenbo_haizhou", "海州区分拨员")
+    desk.goto(cluster.url("dispatch", "/queue"))
+    row = desk.locator(f'#queue tr[data-case="{case_no}"]')
+    reload_until_visible(desk, row)
+    row.get_by_label("承办部门").select_option("zhujian")
+    row.get_by_role("button", name="交办").click()
+    expect(desk.get_by_role("status").filter(has_text=f"案件 {case_no} 已交办")).to_be_visible()
+
+    # The housing bureau returns it from a phone; a return needs a reason.
+    handler = browser.new_context(**PHONE)
+    page = staff_login(handler, cluster, "bm_zhujian", "市住房和城乡建设局办理人")
+    page.goto(cluster.url("dispatch", "/inbox"))
+    page.locator(f'#accept tr[data-case="{case_no}"]').get_by_role("link", name="退回…").click()
+    expect(page.get_by_role("heading", name="部门受理")).to_be_visible()
+    page.get_by_role("button", name="退回分拨员").click()
+    reason = page.get_by_label("退回理由")
+    expect(reason).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#return-reason-error")).to_have_text("请填写退回理由")
+    expect(page.get_by_role("alert")).to_contain_text("提交未成功")
+    screens(page, "15-handler-return-error-mobile")
+    reason.fill("占道经营和油烟扰民属城市管理执法职责，请改派城管局。")
+    page.get_by_role("button", name="退回分拨员").click()
+    expect(page.get_by_role("status").filter(has_text=f"案件 {case_no} 已退回分拨员")).to_be_visible()
+    expect(page.get_by_role("button", name="退回分拨员")).to_have_count(0)
+    handler.close()
+
+    # Back in the queue, flagged; nothing preselected for the department that returned it.
+    desk.reload()
+    row = desk.locator(f'#queue tr[data-case="{case_no}"]')
+    expect(row.locator(".badge", has_text="已退回1次")).to_be_visible()
+    expect(row).to_contain_text("上次退回：市住房和城乡建设局")
+    screens(desk, "16-dispatcher-queue-returned-laptop")
+    row.get_by_role("link", name=case_no, exact=True).click()
+    expect(desk.locator("dl.facts dt:text-is('退回记录') + dd")).to_contain_text("请改派城管局")
+    work = desk.locator("#work")
+    work.get_by_label("承办部门").select_option("chengguan")
+    work.locator("summary", has_text="协办部门").click()
+    work.get_by_label("市公安局").check()
+    screens(desk, "17-dispatcher-case-reassign-laptop")
+    work.get_by_role("button", name="交办", exact=True).click()
+    expect(desk.get_by_role("status")).to_have_text(
+        f"案件 {case_no} 已交办市城市管理综合行政执法局（协办：市公安局）")
+    expect(desk.locator("dl.facts dt:text-is('协办部门') + dd")).to_have_text("市公安局")
+    dispatcher.close()
+
+    # The city management bureau finds it in its inbox, still flagged as returned once.
+    other = browser.new_context(**LAPTOP)
+    page = staff_login(other, cluster, "bm_chengguan", "市城市管理综合行政执法局办理人")
+    page.goto(cluster.url("dispatch", "/inbox"))
+    row = page.locator(f'#accept tr[data-case="{case_no}"]')
+    expect(row.locator(".badge", has_text="已退回1次")).to_be_visible()
+    expect(page.get_by_role("navigation", name="工作台").get_by_role("link", name="部门待办")).to_contain_text("1")
+    other.close()

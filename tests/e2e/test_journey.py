@@ -65,6 +65,10 @@ class Journey:
         return self.http.post(self.url("dispatch", f"/api/v1/cases/{case_no}/assign"),
                               json={"department": department}, token=self.tokens[user])
 
+    def act(self, user, case_no, act, **body):
+        return self.http.post(self.url("dispatch", f"/api/v1/cases/{case_no}/{act}"), json=body,
+                              token=self.tokens[user])
+
     def wait_in_list(self, user, case_no, status="assign", district=None):
         listed = wait_for(lambda: self.case_nos(user, status, district), lambda found: case_no in found,
                           WAIT, f"{case_no} in {user}'s {status} list")
@@ -161,23 +165,33 @@ def test_journey_from_citizen_to_department(journey):
 
     response = journey.assign("fenbo_haizhou", case_no, item["suggested_department"])
     assert response.status == 200, response
-    assert response.json == {"case_no": case_no, "status": "handle", "department": "zhujian"}
+    assert response.json == {"case_no": case_no, "act": "assign", "status": "ok"}
     # The assign step is no longer waiting: a second assignment finds nothing to complete.
     again = journey.assign("fenbo_haizhou", case_no, "zhujian")
     assert again.status == 404 and again.json["error"] == "not_found", again
     assert case_no not in journey.case_nos("fenbo_haizhou")
 
-    handled = journey.wait_in_list("bm_zhujian", case_no, status="handle")
-    assert handled["department"] == "zhujian" and handled["department_name"] == "市住房和城乡建设局"
-    assert case_no not in journey.case_nos("bm_gongan", status="handle")
+    waiting = journey.wait_in_list("bm_zhujian", case_no, status="accept")
+    assert waiting["department"] == "zhujian" and waiting["department_name"] == "市住房和城乡建设局"
+    assert case_no not in journey.case_nos("bm_gongan", status="accept")
+    assert journey.act("bm_gongan", case_no, "accept").status == 403  # not its case
+    assert journey.act("bm_zhujian", case_no, "accept").status == 200
+    assert case_no in journey.case_nos("bm_zhujian", status="resolve")
 
-    # The citizen sees the assignment once intake has taken dispatch's message off the bus.
+    # The citizen sees the acceptance once intake has taken dispatch's messages off the bus.
     status = wait_for(lambda: journey.track(case_no, created["tracking_code"]).json,
-                      lambda s: s["status"] == "assigned", WAIT, f"{case_no} assigned for the citizen")
-    assert status["status_name"] == "已交办，部门办理中"
-    entries = {e["title"]: e for e in status["timeline"]}
-    assert list(entries) == ["诉求已提交，等待分拨", "已交办承办部门"]
-    assert "市住房和城乡建设局" in entries["已交办承办部门"]["detail"]
+                      lambda s: [e["title"] for e in s["timeline"]][-1:] == ["已受理"], WAIT,
+                      f"{case_no} accepted for the citizen")
+    assert status["status"] == "assigned" and status["status_name"] == "已交办，部门办理中"
+    entries = {e["title"]: e["detail"] for e in status["timeline"]}
+    assert entries == {"诉求已提交，等待分拨": "", "已交办": "市住房和城乡建设局", "已受理": "市住房和城乡建设局"}
+
+    response = journey.act("bm_zhujian", case_no, "reply", reply="已联系物业，漏水点已修复")
+    assert response.status == 200, response
+    status = wait_for(lambda: journey.track(case_no, created["tracking_code"]).json,
+                      lambda s: s["status"] == "handled", WAIT, f"{case_no} handled for the citizen")
+    assert status["status_name"] == "已办结"
+    assert status["timeline"][-1] == {**status["timeline"][-1], "title": "已办结", "detail": "已联系物业，漏水点已修复"}
 
 
 def test_api_needs_a_valid_token(journey):

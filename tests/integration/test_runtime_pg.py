@@ -34,7 +34,8 @@ def test_two_clerks_assigning_at_once_one_wins_one_is_told(pg_service):
         try:
             barrier.wait(5)  # both clerks press the button at the same moment
             with dispatch.uow() as uow:
-                dispatch.runtime.complete(uow, item.id, {"department": department, "department_name": department},
+                dispatch.runtime.complete(uow, item.id, {"action": "assign", "department": department,
+                                                           "department_name": department},
                                           actor=department)
                 uow.commit()
             outcomes.append("ok")
@@ -51,7 +52,7 @@ def test_two_clerks_assigning_at_once_one_wins_one_is_told(pg_service):
     # The loser is told either that the case changed under it or that the task is gone.
     assert sorted(outcomes) in (["Conflict", "ok"], ["TaskNotFound", "ok"]), outcomes
     with dispatch.uow() as uow:
-        handles = uow.session.scalars(select(WorkItem).where(WorkItem.task_name == "handle")).all()
+        handles = uow.session.scalars(select(WorkItem).where(WorkItem.task_name == "accept")).all()
         assigned = uow.session.scalar(select(func.count()).select_from(OutboxMessage)
                                       .where(OutboxMessage.routing_key == "dispatch.case_assigned"))
     assert len(handles) == 1 and assigned == 1

@@ -57,13 +57,13 @@ def test_assign_moves_case_to_department_and_throws_message(dispatch):
     deliver(dispatch, submission())
     [item] = items(dispatch, task_name="assign")
     with dispatch.uow() as uow:
-        dispatch.runtime.complete(uow, item.id, {"department": "zhujian", "department_name": "市住建局"},
-                                  actor="海州区分拨员")
+        dispatch.runtime.complete(uow, item.id, {"action": "assign", "department": "zhujian",
+                                                 "department_name": "市住建局"}, actor="海州区分拨员")
         uow.commit()
-    [handle] = items(dispatch, task_name="handle")
-    assert handle.department == "zhujian"
+    [accept] = items(dispatch, task_name="accept")
+    assert accept.department == "zhujian"
     [message] = outbox(dispatch, "dispatch.case_assigned")
-    assert message.envelope["body"]["summary"] == "已交办至市住建局"
+    assert message.envelope["body"]["summary"] == "市住建局"
     with dispatch.uow() as uow:
         titles = [t.title for t in uow.session.scalars(select(TimelineEntry).order_by(TimelineEntry.id))]
     assert titles == ["登记诉求", "分拨交办"]
@@ -83,7 +83,7 @@ def test_assign_deadline_fires_once_from_the_diagram_timer(dispatch):
     # Completing the task afterwards does not replay the breach.
     [item] = items(dispatch, task_name="assign")
     with dispatch.uow() as uow:
-        dispatch.runtime.complete(uow, item.id, {"department": "zhujian", "department_name": "x"}, actor="a")
+        dispatch.runtime.complete(uow, item.id, {"action": "assign", "department": "zhujian", "department_name": "x"}, actor="a")
         uow.commit()
     assert len(outbox(dispatch, "dispatch.deadline_missed")) == 1
 
@@ -96,7 +96,7 @@ def test_acting_on_a_page_that_is_out_of_date_gets_a_conflict(dispatch):
     dispatch.clock.advance(timedelta(days=2))
     dispatch.runtime.fire_due_timers(dispatch.uow)  # the case changes while the page is open
     with dispatch.uow() as uow, pytest.raises(Conflict, match="请刷新"):
-        dispatch.runtime.complete(uow, item.id, {"department": "zhujian", "department_name": "x"},
+        dispatch.runtime.complete(uow, item.id, {"action": "assign", "department": "zhujian", "department_name": "x"},
                                   actor="a", expected_version=seen_version)
     assert len(items(dispatch, task_name="assign")) == 1
 
@@ -112,7 +112,8 @@ def test_instances_store_state_without_the_spec(dispatch):
 def test_running_cases_keep_their_version_new_cases_take_the_latest(dispatch):
     deliver(dispatch, submission("210902-20261102-0001"))
     sources = read_sources(dispatch.settings.bpmn_dir, "dispatch")
-    sources["dispatch.bpmn"] = sources["dispatch.bpmn"].replace('"P1D"', '"P2D"')
+    # The assign deadline (the first timer in the file) from one working day to two.
+    sources["dispatch.bpmn"] = sources["dispatch.bpmn"].replace("workdays_duration(1)", "workdays_duration(2)", 1)
     new_hash, created = dispatch.deploy(sources)
     assert created
     deliver(dispatch, submission("210902-20261102-0002"))
@@ -135,12 +136,13 @@ def test_running_cases_keep_their_version_new_cases_take_the_latest(dispatch):
 @pytest.mark.parametrize("edit, problem", [
     (lambda x: x.replace("del submission", "import os"), "Import is not allowed"),
     (lambda x: x.replace("del submission", "x = open('/etc/passwd')"), "name 'open'"),
-    (lambda x: x.replace('"P1D"', '__import__("os")'), "name '__import__'"),
-    (lambda x: x.replace('<bpmn:userTask id="handle"', '<bpmn:userTask id="handle_x"')
-                .replace('targetRef="handle"', 'targetRef="handle_x"')
-                .replace('sourceRef="handle"', 'sourceRef="handle_x"'), "no form for user task"),
-    (lambda x: x.replace('<bpmn:sequenceFlow id="flow_7" sourceRef="case_handled" targetRef="handled" />',
-                         '<bpmn:sequenceFlow id="flow_7" sourceRef="case_handled" targetRef="s" />'
+    (lambda x: x.replace("workdays_duration(1)", '__import__("os")'), "name '__import__'"),
+    (lambda x: x.replace('<bpmn:userTask id="resolve"', '<bpmn:userTask id="resolve_x"')
+                .replace('targetRef="resolve"', 'targetRef="resolve_x"')
+                .replace('sourceRef="resolve"', 'sourceRef="resolve_x"')
+                .replace('attachedToRef="resolve"', 'attachedToRef="resolve_x"'), "no form for user task"),
+    (lambda x: x.replace('<bpmn:sequenceFlow id="f_handled_end" sourceRef="case_handled" targetRef="handled"/>',
+                         '<bpmn:sequenceFlow id="f_handled_end" sourceRef="case_handled" targetRef="s" />'
                          '<bpmn:sequenceFlow id="flow_s" sourceRef="s" targetRef="handled" />'
                          "<bpmn:serviceTask id='s' name='s'><bpmn:extensionElements>"
                          "<spiffworkflow:serviceTaskOperator id='no_such_handler' /></bpmn:extensionElements>"

@@ -69,5 +69,6 @@ class ServiceConsumer(ConsumerMixin):
                          routing_key=self.service, headers=headers,
                          content_type=message.content_type or "application/octet-stream",
                          content_encoding=message.content_encoding or "binary",
-                         delivery_mode=2, declare=[self.topology.dead_letter_queue(self.service)])
+                         delivery_mode=2, timestamp=int(time.time()),  # "first seen" for ops
+                         declare=[self.topology.dead_letter_queue(self.service)])
         message.ack()

@@ -48,6 +48,21 @@ class CaseHandled(Body):
     reply = fields.String(required=True, validate=validate.Length(min=1, max=2000))
 
 
+class CaseAccepted(Body):
+    department = fields.String(required=True, validate=validate.Length(min=1, max=50))
+    first_owner = fields.String(required=True, validate=validate.Length(min=1, max=50))
+
+
+class CaseReturned(Body):
+    department = fields.String(required=True, validate=validate.Length(min=1, max=50))
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
+    return_count = fields.Integer(required=True, validate=validate.Range(min=1))
+
+
+class CaseRejected(Body):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
+
+
 class CaseDeadlineMissed(Body):
     stage = fields.String(required=True, validate=validate.Length(max=30))
 
@@ -55,6 +70,9 @@ class CaseDeadlineMissed(Body):
 BODY_SCHEMAS: dict[str, type[Schema]] = {
     "intake.case_submitted": CaseSubmitted,
     "dispatch.case_assigned": CaseAssigned,
+    "dispatch.case_accepted": CaseAccepted,
+    "dispatch.case_returned": CaseReturned,
+    "dispatch.case_rejected": CaseRejected,
     "dispatch.case_handled": CaseHandled,
     "dispatch.deadline_missed": CaseDeadlineMissed,
 }

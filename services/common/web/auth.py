@@ -1,7 +1,7 @@
 """Staff login (Flask-Login, session cookie) and API bearer tokens (signed, made with the CLI).
 
 Roles are coarse for now: admin, dispatcher (scoped to a district), handler (scoped to a
-department), intake_operator, supervisor, mediator. ``roles_required`` guards a view.
+department), chief (the chief handler, 首席办事员), intake_operator, supervisor, mediator. ``roles_required`` guards a view.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ ROLE_NAMES = {
     "admin": "系统管理员",
     "dispatcher": "分拨员",
     "handler": "部门办理人",
+    "chief": "首席办事员",
     "intake_operator": "受理员",
     "supervisor": "督办员",
     "mediator": "调解员",

@@ -15,7 +15,9 @@ from SpiffWorkflow.bpmn import BpmnEvent, BpmnWorkflow
 from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
 from SpiffWorkflow.bpmn.script_engine import PythonScriptEngine
 from SpiffWorkflow.bpmn.specs.event_definitions.timer import TimerEventDefinition
+from SpiffWorkflow.bpmn.specs.mixins.events.event_types import CatchingEvent
 from SpiffWorkflow.bpmn.specs.mixins.user_task import UserTask
+from SpiffWorkflow.exceptions import WorkflowException
 from SpiffWorkflow.spiff.specs.event_definitions import MessageEventDefinition
 from SpiffWorkflow.util.task import TaskState
 from sqlalchemy import delete, select
@@ -92,10 +94,12 @@ class WorkflowRuntime:
             if message_type not in process.message_catches:
                 continue
             workflow = self._load(instance, process)
-            if any(e.name == message_type for e in workflow.waiting_events()):
-                self._catch(workflow, message_type, body)
-                self._advance(uow, instance, process, workflow)
-                taken += 1
+            try:
+                workflow.send_event(self._event(message_type, body))
+            except WorkflowException:
+                continue  # this instance is not waiting for it right now
+            self._advance(uow, instance, process, workflow, caught_summary=body.get("summary", ""))
+            taken += 1
         if taken == 0:
             process = self.specs.latest(uow.session)
             if message_type in process.message_starts:
@@ -103,8 +107,8 @@ class WorkflowRuntime:
                 instance = self._new_instance(uow, case_no, process)
                 with use_clock(self.clock):
                     workflow.do_engine_steps()
-                self._catch(workflow, message_type, body)
-                self._advance(uow, instance, process, workflow)
+                workflow.catch(self._event(message_type, body))
+                self._advance(uow, instance, process, workflow, caught_summary=body.get("summary", ""))
                 taken = 1
             elif message_type in process.message_catches:
                 # The diagram expects this message but no instance of the case waits for it
@@ -112,8 +116,9 @@ class WorkflowRuntime:
                 raise NotWaiting(f"{self.service}: no instance of case {case_no} waits for {message_type}")
         return taken
 
-    def complete(self, uow, item_id: str, data: dict, actor: str, expected_version=None):
-        """Complete the user task ``item_id`` with form ``data`` on behalf of ``actor``."""
+    def complete(self, uow, item_id: str, data: dict, actor: str, expected_version=None, note: str = ""):
+        """Complete the user task ``item_id`` with form ``data`` on behalf of ``actor``;
+        ``note`` is the timeline entry's detail (kept out of the case data)."""
         item = uow.session.get(WorkItem, item_id)
         if item is None:
             raise TaskNotFound(item_id)
@@ -128,7 +133,7 @@ class WorkflowRuntime:
         task.data.update(data)
         with use_clock(self.clock), _bind(StepContext(uow, instance, self.clock, self.service)):
             task.run()
-        self._timeline_for(uow, instance, task, actor)
+        self._timeline_for(uow, instance, task, actor, note)
         self._advance(uow, instance, process, workflow, actor)
         return instance
 
@@ -179,12 +184,12 @@ class WorkflowRuntime:
         return load_state(instance.state, process, self.engine)
 
     @staticmethod
-    def _catch(workflow, message_type, body):
-        workflow.catch(BpmnEvent(MessageEventDefinition(message_type), payload=dict(body)))
+    def _event(message_type, body):
+        return BpmnEvent(MessageEventDefinition(message_type), payload=dict(body))
 
-    def _advance(self, uow, instance, process, workflow, actor=""):
+    def _advance(self, uow, instance, process, workflow, actor="", caught_summary=""):
         def did_complete(task):
-            self._timeline_for(uow, instance, task, actor)
+            self._timeline_for(uow, instance, task, actor, caught_summary)
 
         with use_clock(self.clock), _bind(StepContext(uow, instance, self.clock, self.service)):
             workflow.refresh_timers()
@@ -199,7 +204,8 @@ class WorkflowRuntime:
         instance.updated_at = now
         instance.error = None
         due = [TimerEventDefinition.get_datetime(e.value) for e in workflow.waiting_events()
-               if e.event_type.endswith("TimerEventDefinition") and isinstance(e.value, str)]
+               if e.event_type.endswith(("TimerEventDefinition", "TimeDateEventDefinition"))
+               and isinstance(e.value, str)]
         instance.next_timer_at = min(due) if due else None
         case_no = instance.case_no
         try:
@@ -234,16 +240,17 @@ class WorkflowRuntime:
                 summary={k: data[k] for k in self.summary_keys if k in data}, created_at=now,
             ))
 
-    def _timeline_for(self, uow, instance, task, actor):
-        """Record a step if the diagram marks it (property ``timeline`` = public | staff)."""
+    def _timeline_for(self, uow, instance, task, actor, detail=""):
+        """Record a step if the diagram marks it (property ``timeline`` = public | staff).
+
+        ``detail`` is a caught message's ``summary`` (worded by the sender's diagram) for
+        catch events, or the note a person gave when completing a user task."""
         properties = getattr(task.task_spec, "extensions", {}).get("properties", {})
         visibility = properties.get("timeline")
         if visibility not in ("public", "staff") or task.state != TaskState.COMPLETED:
             return
-        # A caught message contributes its sender's public summary; other steps may set one.
-        definition = getattr(task.task_spec, "event_definition", None)
-        message = task.data.get(getattr(definition, "message_var", None) or "", None)
-        detail = message.get("summary", "") if isinstance(message, dict) else task.data.get("timeline_detail", "")
+        if not isinstance(task.task_spec, CatchingEvent):
+            detail = detail if task.task_spec.manual else ""
         uow.add(TimelineEntry(case_no=instance.case_no, at=self.clock.now(),
                               title=task.task_spec.bpmn_name or task.task_spec.bpmn_id,
                               detail=str(detail)[:500], actor=actor, public=visibility == "public"))

@@ -77,10 +77,14 @@ def _parse_cached(hash_, items, process_id) -> ProcessSpec:
         raise DiagramError([f"{type(err).__name__}: {err}"]) from None
     result = ProcessSpec(hash_, process_id, spec, subprocess_specs)
     for task_spec in _all_task_specs(result):
+        if not isinstance(task_spec, CatchingEvent):
+            continue
+        target = result.message_starts if isinstance(task_spec, StartEvent) else result.message_catches
+        # An event-based gateway holds its branches' definitions in a MultipleEventDefinition.
         definition = getattr(task_spec, "event_definition", None)
-        if isinstance(task_spec, CatchingEvent) and isinstance(definition, MessageEventDefinition):
-            target = result.message_starts if isinstance(task_spec, StartEvent) else result.message_catches
-            target.add(definition.name)
+        for each in getattr(definition, "event_definitions", [definition]):
+            if isinstance(each, MessageEventDefinition):
+                target.add(each.name)
     return result
 
 
@@ -107,7 +111,8 @@ def validate(process: ProcessSpec, handler_names, form_names) -> None:
         for attr in ("prescript", "postscript"):
             check(where, getattr(ts, attr, None), "exec")
         for condition, _target in getattr(ts, "cond_task_specs", []):
-            check(where, condition)
+            # Gateway conditions are wrapped in an operator whose first argument is the text.
+            check(where, getattr(condition, "args", [condition])[0] if condition is not None else None)
         definition = getattr(ts, "event_definition", None)
         if isinstance(definition, TimerEventDefinition):
             check(where, definition.expression)
