@@ -65,6 +65,15 @@ class WorkItem(Base):
     department: Mapped[str | None] = mapped_column(String(50), nullable=True)
     summary: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The earliest timer on the task (its deadline), if the diagram gives it one.
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    def deadline_state(self, now: datetime, warn_before_hours: float = 4) -> str:
+        """"overdue", "near" (within ``warn_before_hours``), "ok", or "" without a deadline."""
+        if self.due_at is None:
+            return ""
+        left = (self.due_at - now).total_seconds()
+        return "overdue" if left <= 0 else "near" if left <= warn_before_hours * 3600 else "ok"
 
 
 class TimelineEntry(Base):

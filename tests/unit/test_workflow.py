@@ -172,3 +172,14 @@ def test_a_caught_message_nobody_waits_for_is_refused_not_dropped(build_service)
     with intake.uow() as uow, pytest.raises(NotWaiting, match="dispatch.case_assigned"):
         intake.runtime.deliver(uow, "dispatch.case_assigned",
                                {"case_no": "210902-20261102-0009", "department": "zhujian"}, "210902-20261102-0009")
+
+
+def test_work_items_carry_their_deadline_for_the_badges(dispatch):
+    deliver(dispatch, submission())
+    [item] = items(dispatch, task_name="assign")
+    with dispatch.uow() as uow:
+        instance = uow.session.get(WorkflowInstance, item.instance_id)
+    assert item.due_at == instance.next_timer_at == dispatch.clock.now() + timedelta(days=1)
+    assert item.deadline_state(dispatch.clock.now()) == "ok"
+    assert item.deadline_state(dispatch.clock.now() + timedelta(hours=21)) == "near"
+    assert item.deadline_state(dispatch.clock.now() + timedelta(days=1)) == "overdue"

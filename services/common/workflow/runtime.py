@@ -238,6 +238,7 @@ class WorkflowRuntime:
                 task_name=task.task_spec.bpmn_id, title=task.task_spec.bpmn_name or task.task_spec.bpmn_id,
                 lane=task.task_spec.lane, district=data.get("district"), department=data.get("department"),
                 summary={k: data[k] for k in self.summary_keys if k in data}, created_at=now,
+                due_at=_deadline_of(task),
             ))
 
     def _timeline_for(self, uow, instance, task, actor, detail=""):
@@ -254,6 +255,16 @@ class WorkflowRuntime:
         uow.add(TimelineEntry(case_no=instance.case_no, at=self.clock.now(),
                               title=task.task_spec.bpmn_name or task.task_spec.bpmn_id,
                               detail=str(detail)[:500], actor=actor, public=visibility == "public"))
+
+
+def _deadline_of(task):
+    """The earliest timer attached to a user task (a boundary event sharing its split)."""
+    if task.parent is None:
+        return None
+    due = [TimerEventDefinition.get_datetime(c.internal_data["event_value"]) for c in task.parent.children
+           if c is not task and isinstance(getattr(c.task_spec, "event_definition", None), TimerEventDefinition)
+           and isinstance(c.internal_data.get("event_value"), str)]
+    return min(due) if due else None
 
 
 class _bind:
