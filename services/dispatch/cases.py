@@ -206,8 +206,13 @@ def case_record(service, case_no):
         items = uow.session.scalars(select(WorkItem).where(WorkItem.case_no == case_no)).all()
         timeline = uow.session.scalars(select(TimelineEntry).where(TimelineEntry.case_no == case_no)
                                        .order_by(TimelineEntry.at, TimelineEntry.id)).all()
-        data = service.runtime.data_of(uow.session, instance)
-    return {"instance": instance, "items": items, "timeline": timeline, "data": data}
+        snapshot = service.runtime.snapshot(uow.session, instance)
+    return {"instance": instance, "items": items, "timeline": timeline, **snapshot}
+
+
+def diagram_xml(service, record) -> str:
+    with service.uow() as uow:
+        return service.runtime.diagram_source(uow.session, record["instance"])
 
 
 def may_read(user, record) -> bool:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlsplit
 
-from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request,
+from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request,
                    url_for)
 from flask_login import current_user, login_required
 
@@ -263,6 +263,14 @@ BACK_TITLES = {"dispatch.queue": "分拨队列", "dispatch.pool": "认领池", "
 def case(case_no):
     record = _record_or_abort(case_no)
     return _render_case(record, case_no, _forms_for(record, case_no))
+
+
+@bp.get("/cases/<case_no>/diagram.bpmn")
+@login_required
+def case_diagram(case_no):
+    """The diagram version this case runs on, for the viewer on the case page."""
+    record = _record_or_abort(case_no)
+    return Response(cases.diagram_xml(_service(), record), mimetype="application/xml")
 
 
 def _safe_next(value):

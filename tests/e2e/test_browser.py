@@ -182,6 +182,10 @@ def test_citizen_to_department_journey(browser, cluster, screens):
     for more in ("提请首席办事员（重点案件）", "不予受理"):
         expect(work.locator("summary", has_text=more)).to_be_visible()
     expect(page.get_by_role("link", name="返回分拨队列")).to_be_visible()
+    # The diagram of the version this case runs on, with its progress marked.
+    expect(page.locator('#diagram[data-ready="true"]')).to_be_visible(timeout=10_000)
+    expect(page.locator('#diagram [data-element-id="assign"].fzt-active')).to_have_count(1)
+    expect(page.locator('#diagram [data-element-id="register_case"].fzt-done')).to_have_count(1)
     screens(page, "07-dispatcher-case-laptop")
     page.go_back()
     expect(row).to_contain_text("海州区")

@@ -26,7 +26,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from ..bus.messages import make_envelope
 from ..clock import use_clock
 from ..db import Conflict
-from ..models import OutboxMessage, TimelineEntry, WorkflowInstance, WorkItem
+from ..models import DeployedSpec, OutboxMessage, TimelineEntry, WorkflowInstance, WorkItem
 from .handlers import StepContext
 from .sandbox import RestrictedEnvironment
 from .serializer import dump_state, load_state
@@ -161,13 +161,26 @@ class WorkflowRuntime:
                     pass  # another worker fired it first
         return fired
 
-    def data_of(self, session, instance) -> dict:
-        """The case data as the diagram sees it now (the latest completed task's data)."""
+    def snapshot(self, session, instance) -> dict:
+        """What staff see of an instance: the case data as the diagram sees it now (the
+        latest completed task's data), the BPMN ids of the steps done and of those active."""
         process = self.specs.by_hash(session, instance.spec_hash)
         workflow = self._load(instance, process)
         if workflow.completed or workflow.last_task is None:
-            return dict(workflow.data)
-        return dict(workflow.last_task.data)
+            data = dict(workflow.data)
+        else:
+            data = dict(workflow.last_task.data)
+        visible = [t for t in workflow.get_tasks() if getattr(t.task_spec, "bpmn_id", None)]
+        return {
+            "data": data,
+            "done": sorted({t.task_spec.bpmn_id for t in visible if t.state == TaskState.COMPLETED}),
+            "active": sorted({t.task_spec.bpmn_id for t in visible
+                              if t.state in (TaskState.READY, TaskState.WAITING, TaskState.STARTED)}),
+        }
+
+    def diagram_source(self, session, instance) -> str:
+        """The BPMN XML of the version this instance runs on (for the diagram viewer)."""
+        return session.get(DeployedSpec, instance.spec_hash).sources[f"{instance.process_id}.bpmn"]
 
     # -- internals ----------------------------------------------------------------------
 
