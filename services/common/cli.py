@@ -15,7 +15,6 @@ Configuration comes from FZT_* environment variables (see services/common/config
 """
 from __future__ import annotations
 
-import logging
 import re
 import signal
 import sys
@@ -42,9 +41,11 @@ def _settings():
     return config_module.from_env()
 
 
-def _logging():
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("spiff").setLevel(logging.WARNING)  # one line per task state otherwise
+def _logging(service: str | None = None):
+    """Text lines in development, one JSON object per line in production (FZT_LOG_FORMAT);
+    each line names the service and, while one is being worked on, the case number."""
+    from .observability import configure_logging
+    configure_logging(json_format=_settings().log_json, service=service)
 
 
 @click.group()
@@ -216,7 +217,7 @@ def _shift_clock(change):
 @click.option("--port", type=int, default=None)
 def serve(service, host, port):
     """Serve one service's web app under /<service>."""
-    _logging()
+    _logging(service)
     from waitress import serve as waitress_serve
     svc = load_service(service, _settings())
     app = prefixed({service: create_app(svc)})
@@ -226,14 +227,23 @@ def serve(service, host, port):
 
 @main.command()
 @SERVICE_ARG
-def worker(service):
+@click.option("--metrics-port", type=int, default=None,
+              help="serve /healthz, /readyz and /metrics on this port (default: off)")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="address for --metrics-port (0.0.0.0 to be scraped from elsewhere)")
+def worker(service, metrics_port, metrics_host):
     """Run one service's bus consumer, outbox relay and timer sweep until stopped."""
-    _logging()
+    _logging(service)
     from .worker import Worker
     running = Worker(load_service(service, _settings())).start()
+    if metrics_port is not None:
+        running.serve_http(metrics_host, metrics_port)
+        click.echo(f"{service} worker metrics at http://{metrics_host}:{metrics_port}/metrics")
     click.echo(f"{service} worker running")
     _wait_for_signal()
+    click.echo(f"{service} worker stopping (in-flight messages finish first)")
     running.stop()
+    click.echo(f"{service} worker stopped")
 
 
 @main.command("run-all")

@@ -28,10 +28,16 @@ class Settings:
     delivery_limit: int = 5
     # Reverse proxies in front of the web apps whose X-Forwarded-* headers are trusted.
     proxy_hops: int = 0
+    # "json" (one object per line) or "text"; "" means json in production, text otherwise.
+    log_format: str = ""
 
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def log_json(self) -> bool:
+        return self.log_format == "json" or (not self.log_format and self.production)
 
     def database_url_for(self, service: str) -> str:
         if service in self.database_urls:
@@ -56,9 +62,12 @@ def from_env(environ=os.environ, **overrides) -> Settings:
         database_urls=urls,
         delivery_limit=int(environ.get("FZT_DELIVERY_LIMIT", "5")),
         proxy_hops=int(environ.get("FZT_PROXY_HOPS", "0")),
+        log_format=environ.get("FZT_LOG_FORMAT", "").strip().lower(),
     )
     values.update(overrides)
     settings = Settings(**values)
     if settings.production and settings.secret_key.startswith("dev-only"):
         raise RuntimeError("FZT_SECRET_KEY must be set when FZT_ENV=production")
+    if settings.log_format not in ("", "json", "text"):
+        raise RuntimeError(f"FZT_LOG_FORMAT must be json or text, not {settings.log_format!r}")
     return settings

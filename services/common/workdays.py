@@ -224,4 +224,11 @@ def workday_helpers(calendar: WorkCalendar) -> dict:
         now = current_clock().now()
         return _iso_seconds(calendar.add_workdays(now, n) - now)
 
-    return {"due_after_workdays": due_after_workdays, "workdays_duration": workdays_duration}
+    def workdays_after(moment, n):
+        """ISO datetime (UTC) ``n`` working days after the ISO datetime ``moment`` — e.g. a
+        deadline moved by an approved extension."""
+        start = datetime.fromisoformat(moment)
+        return calendar.add_workdays(start, n).astimezone(timezone.utc).isoformat()
+
+    return {"due_after_workdays": due_after_workdays, "workdays_duration": workdays_duration,
+            "workdays_after": workdays_after}

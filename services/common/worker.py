@@ -1,7 +1,10 @@
 """A service's background worker: bus consumer, outbox relay and timer sweep, one thread each.
 
 ``fzt worker <service>`` runs one; ``fzt run-all`` runs all four in the web process.
-Stopping (Ctrl-C / SIGTERM) lets in-flight messages finish before threads exit.
+Stopping (Ctrl-C / SIGTERM) lets in-flight messages finish before threads exit: the consumer
+checks ``should_stop`` only between messages, and an unacked prefetched message goes back to
+the queue when the connection closes. Counters go to the service's ``Metrics``
+(services/common/observability.py); ``serve_http`` exposes them with /healthz and /readyz.
 """
 from __future__ import annotations
 
@@ -13,13 +16,16 @@ from kombu import Queue
 
 from .bus.consumer import ServiceConsumer
 from .bus.relay import OutboxRelay
+from .observability import bind_service, metrics_for, serve_worker_http
 
 log = logging.getLogger(__name__)
 
 
 class Worker:
-    def __init__(self, service, relay_interval: float = 0.05, sweep_interval: float = 1.0):
+    def __init__(self, service, relay_interval: float = 0.05, sweep_interval: float = 1.0,
+                 metrics=None):
         self.service = service
+        self.metrics = metrics or metrics_for(service)  # shared with the web app of `run-all`
         self.relay_interval = relay_interval
         self.sweep_interval = sweep_interval
         self.stopping = threading.Event()
@@ -27,6 +33,7 @@ class Worker:
         self.outbox_has_work = threading.Event()
         self._threads: list[threading.Thread] = []
         self._consumer = None
+        self._http = None
 
     def start(self) -> "Worker":
         self._declare()
@@ -40,6 +47,7 @@ class Worker:
             thread.start()
             self._threads.append(thread)
         self.ready.set()
+        log.info("%s worker started", self.service.name, extra={"service": self.service.name})
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -49,6 +57,25 @@ class Worker:
             self._consumer.should_stop = True
         for thread in self._threads:
             thread.join(timeout)
+        stuck = [thread.name for thread in self._threads if thread.is_alive()]
+        if stuck:
+            log.warning("%s worker: %s still running after %.0f s", self.service.name,
+                        ", ".join(stuck), timeout, extra={"service": self.service.name})
+        else:
+            log.info("%s worker stopped", self.service.name, extra={"service": self.service.name})
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+
+    def alive(self) -> bool:
+        """Started, not stopping, and every loop thread still running (the worker's /healthz)."""
+        return (self.ready.is_set() and not self.stopping.is_set()
+                and all(thread.is_alive() for thread in self._threads))
+
+    def serve_http(self, host: str, port: int):
+        """/healthz, /readyz and /metrics on ``host:port`` until ``stop``; returns the server."""
+        self._http = serve_worker_http(self, host, port)
+        return self._http
 
     def _declare(self):
         with self.service.topology.connection() as conn:
@@ -57,6 +84,7 @@ class Worker:
 
     def _guard(self, loop):
         def run():
+            bind_service(self.service.name)  # log lines of this thread name the service
             while not self.stopping.is_set():
                 try:
                     loop()
@@ -72,7 +100,9 @@ class Worker:
         with self.service.topology.connection() as conn:
             producer = conn.Producer()
             while not self.stopping.is_set():
-                if relay.relay_once(producer) == 0:
+                sent = relay.relay_once(producer)
+                self.metrics.published(sent)
+                if sent == 0:
                     self.outbox_has_work.wait(self.relay_interval)
                     self.outbox_has_work.clear()
                     if not self.service.topology.in_memory:
@@ -81,14 +111,14 @@ class Worker:
     def _sweep_loop(self):
         while not self.stopping.is_set():
             if self.service.has_diagram:
-                self.service.runtime.fire_due_timers(self.service.uow)
+                self.metrics.timers_fired(self.service.runtime.fire_due_timers(self.service.uow))
             self.stopping.wait(self.sweep_interval)
 
     def _consume_loop(self, routing_keys):
         queue: Queue = self.service.topology.service_queue(self.service.name, routing_keys)
         with self.service.topology.connection() as conn:
             self._consumer = ServiceConsumer(conn, self.service.topology, self.service.name, queue,
-                                             self.service.apply_message)
+                                             self.service.apply_message, metrics=self.metrics)
             if self.stopping.is_set():
                 return
             self._consumer.run()

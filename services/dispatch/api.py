@@ -1,8 +1,8 @@
 """Dispatch JSON API (v1) for staff: session login or a bearer token from ``fzt token``.
 
 ``GET /cases?status=<task>&district=`` lists work; ``GET /cases/<no>`` reads one case;
-``POST /cases/<no>/<act>`` takes one act (assign, pool, chief, reject, designate, claim,
-instruct, accept, return, reply) with a small JSON body.
+``POST /cases/<no>/<act>`` takes one act (assign, pool, chief, mediate, reject, designate,
+claim, instruct, accept, return, reply, extend, decide_extension) with a small JSON body.
 """
 from __future__ import annotations
 
@@ -54,6 +54,16 @@ class _Reply(_Body):
     reply = _text("请填写办理结果", 2000)
 
 
+class _Extension(_Reason):
+    days = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=cases.MAX_EXTENSION_DAYS),
+                          error_messages={"required": "请填写延长的工作日数", "invalid": "请填写整数"})
+
+
+class _Decision(_Body):
+    approved = fields.Boolean(required=True, error_messages={"required": "请说明是否同意"})
+    note = fields.String(load_default="", validate=validate.Length(max=500))
+
+
 # act -> (schema, command(service, user, case_no, **body))
 ACTS = {
     "assign": (_Department, cases.assign),
@@ -61,6 +71,10 @@ ACTS = {
     "pool": (_Empty, cases.send_to_pool),
     "chief": (_Note, cases.send_to_chief),
     "reject": (_Reason, cases.reject),
+    "mediate": (_Note, lambda service, user, case_no, note: cases.send_to_mediation(service, user, case_no, note)),
+    "extend": (_Extension, lambda service, user, case_no, days, reason:
+               cases.request_extension(service, user, case_no, days, reason)),
+    "decide_extension": (_Decision, cases.decide_extension),
     "claim": (_Empty, cases.claim),
     "instruct": (_Instruction, cases.instruct),
     "accept": (_Empty, cases.accept),

@@ -21,10 +21,12 @@ TASK_ROLES = {
     "chief_instruction": "chief",
     "accept": "handler",
     "resolve": "handler",
+    "approve_extension": "dispatcher",
 }
 TASK_NAMES = {"assign": "待交办", "fallback": "待兜底指定", "claim": "认领池", "chief_instruction": "待首席批示",
-              "accept": "待受理", "resolve": "办理中"}
-ASSIGN, FALLBACK, CLAIM, CHIEF, ACCEPT, RESOLVE = TASK_ROLES
+              "accept": "待受理", "resolve": "办理中", "approve_extension": "待审批延期"}
+ASSIGN, FALLBACK, CLAIM, CHIEF, ACCEPT, RESOLVE, APPROVE_EXTENSION = TASK_ROLES
+MAX_EXTENSION_DAYS = 30
 
 
 class NotAllowed(PermissionError):
@@ -152,6 +154,21 @@ def send_to_chief(service, user, case_no, note=""):
          note="提请首席办事员" + (f"：{note}" if note else ""))
 
 
+def send_to_mediation(service, user, case_no, reason=""):
+    """调解优先: the on-site center mediates; no agreement brings the case back here."""
+    reason = (reason or "").strip()[:500]
+    _act(service, user, case_no, ASSIGN, {"action": "mediation", "mediation_reason": reason},
+         note="转人民调解" + (f"：{reason}" if reason else ""))
+
+
+def decide_extension(service, user, case_no, approved: bool, note=""):
+    note = (note or "").strip()[:500]
+    if not approved and not note:
+        raise Invalid("不同意延期时请说明理由", "note")
+    _act(service, user, case_no, APPROVE_EXTENSION, {"extension_approved": bool(approved)},
+         note=("同意延期" if approved else "不同意延期") + (f"：{note}" if note else ""))
+
+
 def reject(service, user, case_no, reason):
     reason = _text(reason, "不予受理的理由", "reason", 500)
     _act(service, user, case_no, ASSIGN, {"action": "reject", "reject_reason": reason}, note=f"不予受理：{reason}")
@@ -183,7 +200,17 @@ def return_case(service, user, case_no, reason):
 
 def reply(service, user, case_no, text):
     text = _text(text, "办理结果", "reply")
-    _act(service, user, case_no, RESOLVE, {"reply": text}, note=text)
+    _act(service, user, case_no, RESOLVE, {"resolve_action": "reply", "reply": text}, note=text)
+
+
+def request_extension(service, user, case_no, days, reason):
+    """延期: asks the dispatcher for ``days`` more working days; approval moves the deadline."""
+    reason = _text(reason, "延期理由", "reason", 500)
+    if not isinstance(days, int) or not 1 <= days <= MAX_EXTENSION_DAYS:
+        raise Invalid(f"延期天数须为1至{MAX_EXTENSION_DAYS}个工作日", "days")
+    _act(service, user, case_no, RESOLVE,
+         {"resolve_action": "extend", "extension_days": days, "extension_reason": reason},
+         note=f"申请延期{days}个工作日：{reason}")
 
 
 # -- the chief handler -----------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Web forms for dispatch's user tasks. ``FORMS`` maps each user task of bpmn/dispatch.bpmn
 (BPMN id) to its form; deploying a diagram with a user task that has no form is refused."""
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, SelectField, SelectMultipleField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms import (HiddenField, IntegerField, RadioField, SelectField, SelectMultipleField, StringField,
+                     TextAreaField)
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from services.common.reference import DEPARTMENTS
 
@@ -36,6 +37,10 @@ class ChiefForm(CaseForm):
     note = StringField("提请理由（可不填）", validators=[Optional(), Length(max=500, message="不超过500个字")])
 
 
+class MediationForm(CaseForm):
+    reason = StringField("转调解说明（可不填）", validators=[Optional(), Length(max=500, message="不超过500个字")])
+
+
 class RejectForm(CaseForm):
     reason = TextAreaField("不予受理的理由（诉求人可见）", validators=[
         DataRequired("请填写不予受理的理由"), Length(max=500, message="不超过500个字")])
@@ -66,6 +71,19 @@ class ReplyForm(CaseForm):
         DataRequired("请填写办理结果"), Length(max=2000, message="不超过2000个字")])
 
 
+class ExtensionForm(CaseForm):
+    days = IntegerField("延长工作日数", validators=[
+        InputRequired("请填写延长的工作日数"), NumberRange(min=1, max=30, message="须为1至30个工作日")])
+    reason = TextAreaField("延期理由", validators=[
+        DataRequired("请填写延期理由"), Length(max=500, message="不超过500个字")])
+
+
+class ExtensionDecisionForm(CaseForm):
+    decision = RadioField("审批意见", choices=[("approve", "同意延期"), ("refuse", "不同意")],
+                          validators=[DataRequired("请选择是否同意")])
+    note = StringField("说明（不同意时必填）", validators=[Optional(), Length(max=500, message="不超过500个字")])
+
+
 class DesignateForm(CaseForm):
     department = _lead_department()
     co_departments = _co_departments()
@@ -78,4 +96,5 @@ FORMS = {
     "accept": AcceptForm,
     "resolve": ReplyForm,
     "fallback": DesignateForm,
+    "approve_extension": ExtensionDecisionForm,
 }

@@ -15,5 +15,6 @@ definition = ServiceDefinition(
     forms=FORMS, blueprints=_blueprints, home_endpoint="dispatch.start",
     summary_keys=("description", "category", "suggested_department", "channel", "submitted_at",
                   "location", "department_name", "co_departments", "key_case", "fallback",
-                  "return_count", "returns", "first_owner_name", "chief_instruction", "chief_request"),
+                  "return_count", "returns", "first_owner_name", "chief_instruction", "chief_request",
+                  "extension_days", "extension_reason", "extensions", "resolve_due"),
 )

@@ -1,21 +1,24 @@
-"""The mediation service (on-site center). Its flows arrive with the mediation issue; for now
-it serves its health check and the reception desk's start page."""
-from flask import Blueprint, render_template
-
+"""The mediation service (on-site center 综治中心, 调解优先、应调尽调): a dispute that a
+dispatcher sends to mediation arrives as ``dispatch.mediation_requested``; a mediator records
+how it ended and bpmn/mediation.bpmn tells dispatch and intake (``mediation.case_mediated``).
+See docs/mediation.md."""
 from services.common.service import Listeners, ServiceDefinition
-from services.common.web.auth import roles_required
 from services.common.workflow.handlers import HandlerRegistry
 
-bp = Blueprint("mediation", __name__)
+from . import cases
+from .forms import FORMS
+
+listeners = Listeners()
+listeners.on("dispatch.mediation_requested")(cases.refuse_second_request)
 
 
-@bp.get("/desk")
-@roles_required("mediator")
-def desk():
-    return render_template("mediation/desk.html")
+def _blueprints():
+    from . import views
+    return [views.bp]
 
 
 definition = ServiceDefinition(
-    name="mediation", title="矛盾调解", service_tasks=HandlerRegistry(), listeners=Listeners(),
-    blueprints=lambda: [bp], home_endpoint="mediation.desk",
+    name="mediation", title="矛盾调解", service_tasks=HandlerRegistry(), listeners=listeners,
+    forms=FORMS, blueprints=_blueprints, home_endpoint="mediation.desk",
+    summary_keys=("description", "name", "reason", "category", "location"),
 )

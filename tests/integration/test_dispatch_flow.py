@@ -195,3 +195,57 @@ def race(*acts):
     for t in threads:
         t.join(30)
     return outcomes
+
+
+def mediated(service, outcome, result):
+    from services.common.bus.messages import make_envelope
+    service.apply_message(make_envelope("mediation.case_mediated", {
+        "case_no": CASE, "outcome": outcome, "result": result, "summary": result}, "mediation", service.clock.now()))
+
+
+def test_mediation_without_agreement_comes_back_then_agreement_closes_the_case(dispatch):
+    cases.send_to_mediation(dispatch, DISPATCHER, CASE, "邻里纠纷，适合调解")
+    assert waiting(dispatch) == []  # the on-site center has it
+    [request] = sent(dispatch, "dispatch.mediation_requested")
+    assert request["reason"] == "邻里纠纷，适合调解" and request["district"] == "210902"
+    mediated(dispatch, "no_agreement", "双方未达成一致")
+    assert [t for t, _ in waiting(dispatch)] == ["assign"]  # back to the dispatcher
+    cases.send_to_mediation(dispatch, DISPATCHER, CASE)
+    mediated(dispatch, "agreement", "双方同意由楼上住户维修，费用各半")
+    assert waiting(dispatch) == []
+    [handled] = sent(dispatch, "dispatch.case_handled")
+    assert handled["reply"] == "双方同意由楼上住户维修，费用各半" and handled["department"] == "center"
+    assert cases.case_record(dispatch, CASE)["instance"].status == "complete"
+
+
+def test_approved_extension_moves_the_resolve_deadline_refused_keeps_it(dispatch):
+    cases.assign(dispatch, DISPATCHER, CASE, "zhujian")
+    cases.accept(dispatch, ZHUJIAN, CASE)
+
+    def due():
+        with dispatch.uow() as uow:
+            return uow.session.scalars(select(WorkItem).where(WorkItem.task_name == "resolve")).one().due_at
+
+    first_due = due()
+    with pytest.raises(cases.Invalid):
+        cases.request_extension(dispatch, ZHUJIAN, CASE, 0, "需要协调")
+    cases.request_extension(dispatch, ZHUJIAN, CASE, 3, "需协调物业和施工队")
+    assert waiting(dispatch) == [("approve_extension", "zhujian")]
+    with pytest.raises(cases.NotAllowed):
+        cases.decide_extension(dispatch, OTHER_DISPATCHER, CASE, True)
+    with pytest.raises(cases.Invalid):
+        cases.decide_extension(dispatch, DISPATCHER, CASE, False)  # refusing needs a reason
+    cases.decide_extension(dispatch, DISPATCHER, CASE, True)
+    second_due = due()
+    # Due Wednesday 11-11; three more working days (Thu, Fri, Mon) → Monday 11-16.
+    assert second_due - first_due == timedelta(days=5)
+    [extended] = sent(dispatch, "dispatch.case_extended")
+    assert extended["days"] == 3
+    cases.request_extension(dispatch, ZHUJIAN, CASE, 5, "材料未到")
+    cases.decide_extension(dispatch, DISPATCHER, CASE, False, "时限不能再延")
+    assert due() == second_due
+    assert len(sent(dispatch, "dispatch.case_extended")) == 1
+    # The resolve deadline now fires at the moved date, once.
+    dispatch.clock.advance(second_due - dispatch.clock.now() + timedelta(seconds=1))
+    dispatch.runtime.fire_due_timers(dispatch.uow)
+    assert [m["stage"] for m in sent(dispatch, "dispatch.deadline_missed") if m["stage"] == "resolve"] == ["resolve"]

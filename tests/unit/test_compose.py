@@ -307,6 +307,30 @@ def test_web_healthchecks_hit_the_service_healthz(app_containers, tmp_path):
         assert response.get_json()["service"] == service
 
 
+def test_worker_healthchecks_hit_the_workers_own_endpoint(app_containers):
+    from services.common.observability import worker_wsgi_app
+
+    class RunningWorker:  # what the endpoint asks of a Worker for /healthz
+        def __init__(self, name):
+            self.service = type("Service", (), {"name": name})()
+
+        def alive(self):
+            return True
+
+    for service in SERVICES:
+        container = app_containers[f"{service}-worker"]
+        (args,) = fzt_invocations(container)
+        path, params = resolve_cli(args)
+        url = urlsplit(healthcheck_url(container))
+        assert url.hostname == "127.0.0.1", service
+        assert url.port == params["metrics_port"], service
+        assert params["metrics_host"] in ("0.0.0.0", "127.0.0.1"), service
+        assert url.path == "/healthz", service
+        response = Client(worker_wsgi_app(RunningWorker(service))).get(url.path)
+        assert response.status_code == 200, (service, response.status_code)
+        assert response.get_json()["service"] == service
+
+
 def test_migrate_upgrades_then_deploys_and_runs_once(services):
     migrate = services["migrate"]
     paths = [resolve_cli(args)[0] for args in fzt_invocations(migrate)]

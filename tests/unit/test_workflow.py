@@ -183,3 +183,46 @@ def test_work_items_carry_their_deadline_for_the_badges(dispatch):
     assert item.deadline_state(dispatch.clock.now()) == "ok"
     assert item.deadline_state(dispatch.clock.now() + timedelta(hours=21)) == "near"
     assert item.deadline_state(dispatch.clock.now() + timedelta(days=1)) == "overdue"
+
+
+def test_intake_follows_dispatch_events_in_any_order_and_count(build_service):
+    intake = build_service("intake")
+    case_no = "210902-20261102-0007"
+    with intake.uow() as uow:
+        intake.runtime.start(uow, case_no, {**submission(case_no)})
+        uow.commit()
+    events = [
+        ("dispatch.mediation_requested", {"district": "210902", "description": "纠纷", "name": "张三",
+                                          "phone": "13800001234", "summary": "综治中心将联系您进行调解"}),
+        ("dispatch.case_assigned", {"department": "zhujian", "summary": "市住建局"}),
+        ("dispatch.case_returned", {"department": "zhujian", "reason": "不归我管", "return_count": 1}),
+        ("dispatch.case_assigned", {"department": "gongan", "summary": "市公安局"}),
+        ("dispatch.case_accepted", {"department": "gongan", "first_owner": "gongan", "summary": "市公安局"}),
+        ("dispatch.case_extended", {"department": "gongan", "days": 3, "due": "2026-11-16T09:00:00+00:00",
+                                    "reason": "需协调", "summary": "办理时限延长3个工作日"}),
+        ("dispatch.case_handled", {"department": "gongan", "reply": "已处理", "summary": "已处理"}),
+    ]
+    for message_type, body in events:
+        with intake.uow() as uow:
+            assert intake.runtime.deliver(uow, message_type, {"case_no": case_no, **body}, case_no) == 1
+            uow.commit()
+    with intake.uow() as uow:
+        public = [(t.title, t.detail) for t in uow.session.scalars(
+            select(TimelineEntry).where(TimelineEntry.public.is_(True)).order_by(TimelineEntry.id))]
+        instance = uow.session.scalars(select(WorkflowInstance)).one()
+    assert public == [("诉求已提交，等待分拨", ""), ("已转综治中心调解", "综治中心将联系您进行调解"), ("已交办", "市住建局"),
+                      ("已交办", "市公安局"), ("已受理", "市公安局"), ("办理时限延长", "办理时限延长3个工作日"),
+                      ("已办结", "已处理")]
+    assert instance.status == "complete"
+
+
+@pytest.mark.parametrize("message_type, stage", [("dispatch.deadline_missed", "accept"),
+                                                 ("mediation.deadline_missed", "mediate")])
+def test_supervision_gets_an_urging_task_for_every_missed_deadline(build_service, message_type, stage):
+    supervision = build_service("supervision")
+    with supervision.uow() as uow:
+        supervision.runtime.deliver(uow, message_type, {"case_no": "C-9", "stage": stage}, "C-9")
+        uow.commit()
+    with supervision.uow() as uow:
+        [item] = uow.session.scalars(select(WorkItem)).all()
+    assert (item.task_name, item.case_no, item.summary["stage"]) == ("urge", "C-9", stage)

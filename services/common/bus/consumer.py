@@ -14,6 +14,7 @@ import time
 
 from kombu.mixins import ConsumerMixin
 
+from ..observability import NullMetrics, case_context
 from .messages import InvalidMessage, parse_envelope
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 class ServiceConsumer(ConsumerMixin):
     def __init__(self, connection, topology, service, queue, apply, retries: int = 3,
-                 retry_delay: float = 0.2):
+                 retry_delay: float = 0.2, metrics=None):
         self.connection = connection
         self.topology = topology
         self.service = service
@@ -29,6 +30,7 @@ class ServiceConsumer(ConsumerMixin):
         self.apply = apply
         self.retries = retries
         self.retry_delay = retry_delay
+        self.metrics = metrics or NullMetrics()  # consumed / applied / dead-lettered counters
 
     def get_consumers(self, Consumer, channel):
         self.topology.declare(channel, self.service, [b.routing_key for b in self.queue.bindings])
@@ -36,31 +38,41 @@ class ServiceConsumer(ConsumerMixin):
                          prefetch_count=20)]
 
     def on_message(self, body, message):
+        self.metrics.consumed()
         try:
             envelope = parse_envelope(body)
         except InvalidMessage as err:
             self.dead_letter(message, str(err))
             return
+        with case_context(envelope["case_no"], self.service):  # correlation id in log lines
+            self._apply(envelope, message)
+
+    def _apply(self, envelope, message):
         last_error = None
         for attempt in range(1, self.retries + 1):
+            started = time.perf_counter()
             try:
                 self.apply(envelope)
                 message.ack()
-                return
             except Exception as err:  # retried, then dead-lettered with the reason
                 last_error = err
                 log.warning("handling %s (%s) failed, attempt %d: %s", envelope["type"],
                             envelope["case_no"], attempt, err)
                 time.sleep(self.retry_delay * attempt)
+            else:
+                self.metrics.applied(envelope, time.perf_counter() - started)
+                return
         self.dead_letter(message, f"handler failed {self.retries} times: "
                                   f"{type(last_error).__name__}: {last_error}")
 
     def on_decode_error(self, message, exc):
         # kombu's default acks (drops) the message; keep it instead.
+        self.metrics.consumed()
         self.dead_letter(message, f"cannot decode: {type(exc).__name__}: {exc}")
 
     def dead_letter(self, message, reason: str):
         log.error("dead-lettering message on %s: %s", self.service, reason)
+        self.metrics.dead_lettered()
         headers = dict(message.headers or {})
         headers.update({"x-fzt-reason": reason[:1000], "x-fzt-service": self.service,
                         "x-fzt-routing-key": message.delivery_info.get("routing_key", "")})

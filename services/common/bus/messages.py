@@ -63,7 +63,37 @@ class CaseRejected(Body):
     reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
 
 
+class CaseExtended(Body):
+    department = fields.String(required=True, validate=validate.Length(min=1, max=50))
+    days = fields.Integer(required=True, validate=validate.Range(min=1, max=60))
+    due = fields.AwareDateTime(required=True)
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
+
+
 class CaseDeadlineMissed(Body):
+    stage = fields.String(required=True, validate=validate.Length(max=30))
+
+
+class MediationRequested(Body):
+    """dispatch → mediation: a dispute the dispatcher sends to the on-site center (调解优先)."""
+    district = fields.String(required=True, validate=validate.Length(equal=6))
+    description = fields.String(required=True, validate=validate.Length(min=1, max=5000))
+    name = fields.String(required=True, validate=validate.Length(min=1, max=50))
+    phone = fields.String(required=True, validate=validate.Length(min=5, max=20))
+    reason = fields.String(load_default="", validate=validate.Length(max=500))  # the dispatcher's note
+    category = fields.String(load_default="", validate=validate.Length(max=50))
+    location = fields.String(load_default="", validate=validate.Length(max=200))
+
+
+class CaseMediated(Body):
+    """mediation → dispatch and intake: how the mediation ended."""
+    outcome = fields.String(required=True, validate=validate.OneOf(["agreement", "no_agreement"]))
+    result = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    agreement = fields.String(load_default="", validate=validate.Length(max=2000))
+
+
+class MediationDeadlineMissed(Body):
+    """mediation → supervision: the mediation deadline passed with the case still open."""
     stage = fields.String(required=True, validate=validate.Length(max=30))
 
 
@@ -74,7 +104,11 @@ BODY_SCHEMAS: dict[str, type[Schema]] = {
     "dispatch.case_returned": CaseReturned,
     "dispatch.case_rejected": CaseRejected,
     "dispatch.case_handled": CaseHandled,
+    "dispatch.case_extended": CaseExtended,
     "dispatch.deadline_missed": CaseDeadlineMissed,
+    "dispatch.mediation_requested": MediationRequested,
+    "mediation.case_mediated": CaseMediated,
+    "mediation.deadline_missed": MediationDeadlineMissed,
 }
 
 

@@ -7,16 +7,18 @@ authenticated with a bearer token are exempt (no cookie, nothing to forge).
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta, timezone
 from pathlib import Path
 
-from flask import Flask, jsonify, redirect, render_template, request, url_for
+from flask import Flask, Response, g, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from ..observability import bind_case, metrics_for, readiness_response, unbind
 from ..reference import CATEGORIES, CHANNELS, DEPARTMENTS, DISTRICTS
 from . import auth
 
@@ -64,6 +66,28 @@ def create_app(service, test_config: dict | None = None) -> Flask:
     for blueprint in definition.blueprints():
         app.register_blueprint(blueprint)
 
+    metrics = metrics_for(service)
+
+    @app.before_request
+    def _observe_start():
+        # Request latency, and the case number as log correlation id when the URL names one.
+        g.fzt_started = time.perf_counter()
+        g.fzt_log_context = bind_case((request.view_args or {}).get("case_no"), service.name)
+
+    @app.after_request
+    def _observe_end(response):
+        started = g.pop("fzt_started", None)
+        if started is not None:
+            metrics.request_done(request.endpoint or "unmatched", request.method,
+                                 response.status_code, time.perf_counter() - started)
+        return response
+
+    @app.teardown_request
+    def _forget_case(_exc):
+        tokens = g.pop("fzt_log_context", None)
+        if tokens:
+            unbind(tokens)
+
     @app.before_request
     def _check_csrf():
         # Bearer-token API calls carry no cookie, and public JSON endpoints (marked with
@@ -85,7 +109,18 @@ def create_app(service, test_config: dict | None = None) -> Flask:
 
     @app.get("/healthz")
     def healthz():
+        """Liveness: the process answers (no I/O)."""
         return {"service": service.name, "status": "ok"}
+
+    @app.get("/readyz")
+    def readyz():
+        """Readiness: the database answers ``SELECT 1`` and the broker accepts a connection."""
+        return readiness_response(service)
+
+    @app.get("/metrics")
+    def metrics_endpoint():
+        body, content_type = metrics.render()
+        return Response(body, content_type=content_type)
 
     @app.context_processor
     def _globals():
