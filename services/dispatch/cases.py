@@ -165,7 +165,7 @@ def decide_extension(service, user, case_no, approved: bool, note=""):
     note = (note or "").strip()[:500]
     if not approved and not note:
         raise Invalid("不同意延期时请说明理由", "note")
-    _act(service, user, case_no, APPROVE_EXTENSION, {"extension_approved": bool(approved)},
+    _act(service, user, case_no, APPROVE_EXTENSION, {"extension_approved": bool(approved), "extension_note": note},
          note=("同意延期" if approved else "不同意延期") + (f"：{note}" if note else ""))
 
 
@@ -206,7 +206,7 @@ def reply(service, user, case_no, text):
 def request_extension(service, user, case_no, days, reason):
     """延期: asks the dispatcher for ``days`` more working days; approval moves the deadline."""
     reason = _text(reason, "延期理由", "reason", 500)
-    if not isinstance(days, int) or not 1 <= days <= MAX_EXTENSION_DAYS:
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_EXTENSION_DAYS:
         raise Invalid(f"延期天数须为1至{MAX_EXTENSION_DAYS}个工作日", "days")
     _act(service, user, case_no, RESOLVE,
          {"resolve_action": "extend", "extension_days": days, "extension_reason": reason},

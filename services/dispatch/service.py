@@ -16,5 +16,6 @@ definition = ServiceDefinition(
     summary_keys=("description", "category", "suggested_department", "channel", "submitted_at",
                   "location", "department_name", "co_departments", "key_case", "fallback",
                   "return_count", "returns", "first_owner_name", "chief_instruction", "chief_request",
-                  "extension_days", "extension_reason", "extensions", "resolve_due"),
+                  "extension_days", "extension_reason", "extension_note", "extensions", "resolve_due",
+                  "mediation"),
 )

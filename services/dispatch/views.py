@@ -8,6 +8,7 @@ with field errors on the case page, which is shown again with the errors next to
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Callable
 from urllib.parse import urlsplit
 
@@ -20,8 +21,8 @@ from services.common.web.auth import roles_required
 from services.common.workflow.runtime import Conflict, TaskNotFound
 
 from . import cases
-from .forms import (AcceptForm, AssignForm, ChiefForm, ClaimForm, DesignateForm, InstructForm,
-                    PoolForm, RejectForm, ReplyForm, ReturnForm)
+from .forms import (AcceptForm, AssignForm, ChiefForm, ClaimForm, DesignateForm, ExtensionDecisionForm,
+                    ExtensionForm, InstructForm, MediationForm, PoolForm, RejectForm, ReplyForm, ReturnForm)
 
 bp = Blueprint("dispatch", __name__)
 
@@ -62,6 +63,8 @@ ACTS = {
                 lambda n, f: f"案件 {n} 已放入认领池，各部门均可认领；1天内无人认领将退回分拨队列"),
     "chief": Act(cases.ASSIGN, ChiefForm, lambda s, u, n, f: cases.send_to_chief(s, u, n, f.note.data),
                  lambda n, f: f"案件 {n} 已作为重点案件提请首席办事员批示", "note"),
+    "mediate": Act(cases.ASSIGN, MediationForm, lambda s, u, n, f: cases.send_to_mediation(s, u, n, f.reason.data),
+                   lambda n, f: f"案件 {n} 已转人民调解，由综治中心组织调解；未达成协议的将退回分拨队列", "reason"),
     "reject": Act(cases.ASSIGN, RejectForm, lambda s, u, n, f: cases.reject(s, u, n, f.reason.data),
                   lambda n, f: f"案件 {n} 已不予受理，理由将告知诉求人", "reason"),
     "designate": Act(cases.FALLBACK, DesignateForm,
@@ -80,18 +83,29 @@ ACTS = {
                   lambda n, f: f"案件 {n} 已退回分拨员", "reason"),
     "reply": Act(cases.RESOLVE, ReplyForm, lambda s, u, n, f: cases.reply(s, u, n, f.reply.data),
                  lambda n, f: f"案件 {n} 的办理结果已提交，诉求人可查看", "reply"),
+    "extend": Act(cases.RESOLVE, ExtensionForm,
+                  lambda s, u, n, f: cases.request_extension(s, u, n, f.days.data, f.reason.data),
+                  lambda n, f: f"案件 {n} 已申请延期{f.days.data}个工作日，待分拨员审批；审批前暂不能提交办理结果",
+                  "reason"),
+    "decide_extension": Act(cases.APPROVE_EXTENSION, ExtensionDecisionForm,
+                            lambda s, u, n, f: cases.decide_extension(s, u, n, f.decision.data == "approve",
+                                                                      f.note.data),
+                            lambda n, f: f"已同意案件 {n} 延期，办理时限已顺延" if f.decision.data == "approve"
+                            else f"已不同意案件 {n} 延期，承办部门须按原时限办结", "note"),
 }
 # The acts offered on the case page for each open user task, in the order shown.
 TASK_ACTS = {
-    cases.ASSIGN: ("assign", "pool", "chief", "reject"),
+    cases.ASSIGN: ("assign", "pool", "chief", "mediate", "reject"),
     cases.FALLBACK: ("designate",),
     cases.CLAIM: ("claim",),
     cases.CHIEF: ("instruct",),
     cases.ACCEPT: ("accept", "return"),
-    cases.RESOLVE: ("reply",),
+    cases.RESOLVE: ("reply", "extend"),
+    cases.APPROVE_EXTENSION: ("decide_extension",),
 }
+QUEUE_TASKS = (cases.ASSIGN, cases.FALLBACK, cases.APPROVE_EXTENSION)  # the dispatcher's work
 LISTS = {  # work list -> (task names, title)
-    "queue": ((cases.ASSIGN, cases.FALLBACK), "分拨队列"),
+    "queue": (QUEUE_TASKS, "分拨队列"),
     "pool": ((cases.CLAIM,), "认领池"),
     "chief": ((cases.CHIEF,), "首席批示"),
     "inbox": ((cases.ACCEPT, cases.RESOLVE), "部门待办"),
@@ -125,7 +139,7 @@ def nav_links():
     links = []
     if role in ("dispatcher", "admin"):
         mine = cases.counts(service, district=user.district) if role == "dispatcher" and user.district else everywhere
-        links.append(("dispatch.queue", "分拨队列", mine.get(cases.ASSIGN, 0) + mine.get(cases.FALLBACK, 0)))
+        links.append(("dispatch.queue", "分拨队列", sum(mine.get(t, 0) for t in QUEUE_TASKS)))
     if role in ("handler", "admin"):
         links.append(("dispatch.pool", "认领池", everywhere.get(cases.CLAIM, 0)))
     if role in ("chief", "admin"):
@@ -136,9 +150,19 @@ def nav_links():
     return links
 
 
+def extension_dates(values):
+    """(current resolve deadline, the deadline if the requested extension is approved) of a
+    case's data or an approval item's summary; (None, None) when unknown."""
+    try:
+        due = datetime.fromisoformat(values["resolve_due"])
+        return due, _service().calendar.add_workdays(due, int(values["extension_days"]))
+    except (KeyError, TypeError, ValueError):
+        return None, None
+
+
 @bp.context_processor
 def _nav():
-    return {"nav_links": nav_links, "TASK_NAMES": cases.TASK_NAMES}
+    return {"nav_links": nav_links, "TASK_NAMES": cases.TASK_NAMES, "extension_dates": extension_dates}
 
 
 def landing():
@@ -172,11 +196,13 @@ def _district_filter():
 def queue():
     district, scoped = _district_filter()
     task = request.args.get("task")
-    task = task if task in (cases.ASSIGN, cases.FALLBACK) else None
+    task = task if task in QUEUE_TASKS else None
     service = _service()
     counts = cases.counts(service, district=district)
-    items, total = cases.queue(service, task or (cases.ASSIGN, cases.FALLBACK), district=district)
-    forms = {i.case_no: assign_form(i) if i.task_name == cases.ASSIGN else blank_form("designate", i.case_no)
+    items, total = cases.queue(service, task or QUEUE_TASKS, district=district)
+    forms = {i.case_no: assign_form(i) if i.task_name == cases.ASSIGN else
+             blank_form("decide_extension", i.case_no, decision="approve")
+             if i.task_name == cases.APPROVE_EXTENSION else blank_form("designate", i.case_no)
              for i in items}
     return render_template("dispatch/queue.html", items=items, total=total, forms=forms, counts=counts,
                            district=district, scoped=scoped, task=task)
@@ -209,10 +235,13 @@ def inbox():
     service = _service()
     to_accept, accept_total = cases.queue(service, cases.ACCEPT, department=department)
     in_progress, resolve_total = cases.queue(service, cases.RESOLVE, department=department)
+    # Cases waiting for the dispatcher's decision on an extension: not the department's work
+    # right now, but it must not look as if they had vanished.
+    waiting, waiting_total = cases.queue(service, cases.APPROVE_EXTENSION, department=department)
     forms = {i.case_no: blank_form("accept", i.case_no) for i in to_accept}
     return render_template("dispatch/inbox.html", to_accept=to_accept, accept_total=accept_total,
-                           in_progress=in_progress, resolve_total=resolve_total, forms=forms,
-                           department=department)
+                           in_progress=in_progress, resolve_total=resolve_total, waiting=waiting,
+                           waiting_total=waiting_total, forms=forms, department=department)
 
 
 # -- the case page ---------------------------------------------------------------------
@@ -251,7 +280,17 @@ def _render_case(record, case_no, forms, status=200):
     if current_user.role == "handler" and "claim" in forms:
         back = "dispatch.pool"
     return render_template("dispatch/case.html", record=record, data=record["data"], case_no=case_no,
-                           forms=forms, back=back, back_title=BACK_TITLES[back]), status
+                           forms=forms, back=back, back_title=BACK_TITLES[back],
+                           refusal=_extension_refusal(record)), status
+
+
+def _extension_refusal(record):
+    """The dispatcher's reason for refusing the last extension request, or None."""
+    data = record["data"]
+    if data.get("extension_approved") is not False or any(
+            i.task_name == cases.APPROVE_EXTENSION for i in record["items"]):
+        return None
+    return data.get("extension_note") or "（未说明）"
 
 
 BACK_TITLES = {"dispatch.queue": "分拨队列", "dispatch.pool": "认领池", "dispatch.chief": "首席批示",
@@ -302,6 +341,8 @@ def assign():
 def _chinese_choice_error(field, message):
     if "valid choice" in message or "Invalid Choice" in message:
         return f"请从列表中选择{field.label.text.split('（')[0]}"
+    if "valid integer" in message:
+        return "请填写整数"
     return message
 
 

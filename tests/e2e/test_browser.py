@@ -322,3 +322,92 @@ def test_department_returns_case_and_dispatcher_assigns_it_again(browser, cluste
     expect(row.locator(".badge", has_text="已退回1次")).to_be_visible()
     expect(page.get_by_role("navigation", name="工作台").get_by_role("link", name="部门待办")).to_contain_text("1")
     other.close()
+
+
+def test_department_asks_for_an_extension_and_dispatcher_approves_it(browser, cluster, screens):
+    from playwright.sync_api import expect
+    from tests.support.http import HttpClient
+    response = HttpClient().post(cluster.url("intake", "/api/v1/requests"), json={
+        "district": "海州区", "name": "王淑芬", "phone": "13904189876",
+        "description": "小区2号楼外墙保温层大面积脱落，雨天有碎块掉下，楼下是孩子上学的必经之路。"})
+    assert response.status == 201, response
+    case_no = response.json["case_no"]
+
+    # The dispatcher assigns it to the housing bureau from the queue.
+    dispatcher = browser.new_context(**LAPTOP)
+    desk = staff_login(dispatcher, cluster, "fenbo_haizhou", "海州区分拨员")
+    desk.goto(cluster.url("dispatch", "/queue"))
+    row = desk.locator(f'#queue tr[data-case="{case_no}"]')
+    reload_until_visible(desk, row)
+    row.get_by_label("承办部门").select_option("zhujian")
+    row.get_by_role("button", name="交办").click()
+    expect(desk.get_by_role("status").filter(has_text=f"案件 {case_no} 已交办")).to_be_visible()
+
+    # The handler accepts it and, on the case page, asks for three more working days.
+    handler = browser.new_context(**LAPTOP)
+    page = staff_login(handler, cluster, "bm_zhujian", "市住房和城乡建设局办理人")
+    page.goto(cluster.url("dispatch", "/inbox"))
+    page.get_by_role("button", name=f"受理 {case_no}").click()
+    expect(page.get_by_role("status").filter(has_text=f"已受理案件 {case_no}")).to_be_visible()
+    page.locator(f'#resolve tr[data-case="{case_no}"]').get_by_role("link", name=case_no, exact=True).click()
+    due = page.locator("dl.facts #resolve-due .num")
+    first_due = due.inner_text().strip()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", first_due), first_due
+    expect(page.locator("dl.facts dt", has_text="延期记录")).to_have_count(0)
+    page.locator("#extend summary", has_text="申请延期").click()
+    page.get_by_label("延长工作日数").fill("3")
+    with page.expect_response(lambda r: r.request.method == "POST") as posted:
+        page.get_by_role("button", name="提交延期申请").click()
+    assert posted.value.status == 400
+    expect(page.locator("#extend")).to_have_attribute("open", "")  # the form stays unfolded, as filled in
+    expect(page.get_by_label("延长工作日数")).to_have_value("3")
+    expect(page.locator("#extend-reason-error")).to_have_text("请填写延期理由")
+    expect(page.get_by_label("延期理由")).to_have_attribute("aria-invalid", "true")
+    screens(page, "18-handler-extension-error-laptop")
+    reason = "外墙保温层脱落面积大，需等待专业施工队搭设脚手架后才能全面排查修复。"
+    page.get_by_label("延期理由").fill(reason)
+    page.get_by_role("button", name="提交延期申请").click()
+    expect(page.get_by_role("status")).to_have_text(
+        f"案件 {case_no} 已申请延期3个工作日，待分拨员审批；审批前暂不能提交办理结果")
+    expect(page.locator("#extension-pending")).to_contain_text("待分拨员审批")
+    expect(page.get_by_role("button", name="提交办理结果")).to_have_count(0)
+    expect(page.locator("dl.facts #extensions")).to_contain_text("待审批")
+    page.goto(cluster.url("dispatch", "/inbox"))  # still listed, not gone
+    expect(page.locator(f'#waiting tr[data-case="{case_no}"]')).to_contain_text("3 个工作日")
+
+    # The dispatcher finds it under 待审批延期, sees what the deadline becomes, and approves.
+    desk.goto(cluster.url("dispatch", "/queue"))
+    tab = desk.get_by_role("navigation", name="按环节筛选").get_by_role("link", name=re.compile("待审批延期"))
+    expect(tab.locator(".count")).to_have_text("1")
+    tab.click()
+    expect(tab).to_have_attribute("aria-current", "page")
+    row = desk.locator(f'#queue tr[data-case="{case_no}"]')
+    expect(row).to_contain_text("延期 3 个工作日")
+    expect(row).to_contain_text("市住房和城乡建设局申请")
+    expect(row).to_contain_text("外墙保温层脱落面积大")
+    expect(row).to_contain_text(f"办理时限 {first_due} →")
+    new_due = row.locator(".hint strong").inner_text().strip()
+    assert new_due > first_due, (first_due, new_due)
+    expect(desk.locator("#queue tbody tr")).to_have_count(1)  # only extensions under this tab
+    screens(desk, "19-dispatcher-queue-extension-laptop")
+    row.get_by_role("button", name=f"同意延期 {case_no}").click()
+    expect(desk.get_by_role("status")).to_have_text(f"已同意案件 {case_no} 延期，办理时限已顺延")
+    expect(desk).to_have_url(re.compile(r"task=approve_extension"))  # back where the clerk was
+    expect(desk.locator(f'#queue tr[data-case="{case_no}"]')).to_have_count(0)
+    dispatcher.close()
+
+    # Back in the handler's hands (on a phone now): the deadline moved, the extension on record.
+    handler.close()
+    handler = browser.new_context(**PHONE)
+    page = staff_login(handler, cluster, "bm_zhujian", "市住房和城乡建设局办理人")
+    page.goto(cluster.url("dispatch", f"/cases/{case_no}"))
+    expect(page.locator(".status-line")).to_contain_text("办理中")
+    expect(page.locator("dl.facts #resolve-due .num")).to_have_text(new_due)
+    history = page.locator("dl.facts #extensions li")
+    expect(history).to_have_count(1)
+    expect(history).to_contain_text("延期 3 个工作日 已同意")
+    expect(history).to_contain_text(f"理由：{reason}")
+    expect(page.locator("ol.timeline")).to_contain_text("同意延期")
+    expect(page.get_by_role("button", name="提交办理结果")).to_be_visible()
+    screens(page, "20-handler-case-extended-mobile")
+    handler.close()
