@@ -3,7 +3,6 @@ import json
 import time
 import uuid
 
-import pytest
 from kombu import Connection, Producer
 from sqlalchemy import func, select, update
 

@@ -2,7 +2,6 @@
 import threading
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import func, select
 
 from services.common.clock import FrozenClock

@@ -79,10 +79,10 @@ class Cluster:
             process.wait(15)
 
     def stop(self) -> None:
-        for name, process in self.processes.items():
+        for process in self.processes.values():
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
-        for name, process in self.processes.items():
+        for process in self.processes.values():
             try:
                 process.wait(15)
             except subprocess.TimeoutExpired:
@@ -100,7 +100,7 @@ class Cluster:
         self.stop()
 
     def _check_alive(self):
-        for name, process in self.processes.items():
+        for process in self.processes.values():
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.log_text(name)[-3000:]}")
 
