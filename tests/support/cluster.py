@@ -100,7 +100,7 @@ class Cluster:
         self.stop()
 
     def _check_alive(self):
-        for process in self.processes.values():
+        for name, process in self.processes.items():
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.log_text(name)[-3000:]}")
 
