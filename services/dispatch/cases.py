@@ -258,6 +258,33 @@ def may_read(user, record) -> bool:
     return False
 
 
+def may_note(user, record) -> bool:
+    """Who may add a handling note to an open case: its lead and co-handling departments,
+    the district's dispatcher, the chief on key cases, admins."""
+    if record["instance"].status == "complete" or not may_read(user, record):
+        return False
+    if user.role == "handler":
+        data = record["data"]
+        return user.department in (data.get("department"), *data.get("co_departments", []))
+    return user.role in ("dispatcher", "chief", "admin")
+
+
+def add_note(service, user, case_no, text):
+    """办理记录 / 协办意见: a staff-only timeline entry, not a step of the process."""
+    text = _text(text, "办理记录", "text", 1000)
+    record = case_record(service, case_no)
+    if record is None:
+        raise NoSuchTask(f"未找到案件 {case_no}")
+    if not may_note(user, record):
+        raise NotAllowed("您无权为该案件添加办理记录")
+    co_handler = user.role == "handler" and user.department in record["data"].get("co_departments", [])
+    actor = user.display_name + (f"·{DEPARTMENTS[user.department]}" if user.department in DEPARTMENTS else "")
+    with service.uow() as uow:
+        uow.add(TimelineEntry(case_no=case_no, at=service.clock.now(), title="协办意见" if co_handler else "办理记录",
+                              detail=text, actor=actor, public=False))
+        uow.commit()
+
+
 def item_json(item):
     return {"case_no": item.case_no, "status": item.task_name, "step": item.title,
             "district": item.district, "department": item.department,

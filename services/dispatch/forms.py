@@ -89,6 +89,11 @@ class DesignateForm(CaseForm):
     co_departments = _co_departments()
 
 
+class NoteForm(CaseForm):
+    """办理记录 / 协办意见: not a step of the process, so not in FORMS."""
+    text = TextAreaField("办理记录", validators=[DataRequired("请填写办理记录"), Length(max=1000, message="不超过1000个字")])
+
+
 FORMS = {
     "assign": AssignForm,
     "claim": ClaimForm,

@@ -22,7 +22,8 @@ from services.common.workflow.runtime import Conflict, TaskNotFound
 
 from . import cases
 from .forms import (AcceptForm, AssignForm, ChiefForm, ClaimForm, DesignateForm, ExtensionDecisionForm,
-                    ExtensionForm, InstructForm, MediationForm, PoolForm, RejectForm, ReplyForm, ReturnForm)
+                    ExtensionForm, InstructForm, MediationForm, NoteForm, PoolForm, RejectForm, ReplyForm,
+                    ReturnForm)
 
 bp = Blueprint("dispatch", __name__)
 
@@ -48,7 +49,7 @@ def _co(form):
 
 @dataclass(frozen=True)
 class Act:
-    task: str                       # the user task it completes
+    task: str | None                # the user task it completes (None: not a process step)
     form: type                      # its form (services/dispatch/forms.py)
     run: Callable                   # (service, user, case_no, form) -> None
     done: Callable                  # (case_no, form) -> the success message
@@ -56,6 +57,8 @@ class Act:
 
 
 ACTS = {
+    "note": Act(None, NoteForm, lambda s, u, n, f: cases.add_note(s, u, n, f.text.data),
+                lambda n, f: "办理记录已添加", "text"),
     "assign": Act(cases.ASSIGN, AssignForm,
                   lambda s, u, n, f: cases.assign(s, u, n, f.department.data, f.co_departments.data),
                   lambda n, f: f"案件 {n} 已交办{DEPARTMENTS[f.department.data]}{_co(f)}", "department"),
@@ -272,6 +275,8 @@ def _forms_for(record, case_no):
                 forms[act] = blank_form(act, case_no, department=data.get("suggested_department") or None)
             else:
                 forms[act] = blank_form(act, case_no)
+    if cases.may_note(current_user, record):
+        forms["note"] = blank_form("note", case_no)
     return forms
 
 

@@ -249,3 +249,17 @@ def test_approved_extension_moves_the_resolve_deadline_refused_keeps_it(dispatch
     dispatch.clock.advance(second_due - dispatch.clock.now() + timedelta(seconds=1))
     dispatch.runtime.fire_due_timers(dispatch.uow)
     assert [m["stage"] for m in sent(dispatch, "dispatch.deadline_missed") if m["stage"] == "resolve"] == ["resolve"]
+
+
+def test_lead_and_co_handlers_add_notes_others_may_not(dispatch):
+    cases.assign(dispatch, DISPATCHER, CASE, "zhujian", co_departments=["chengguan"])
+    cases.add_note(dispatch, ZHUJIAN, CASE, "已约物业明天上门查看")
+    cases.add_note(dispatch, CHENGGUAN, CASE, "已安排执法队员配合")
+    with pytest.raises(cases.NotAllowed):
+        cases.add_note(dispatch, GONGAN, CASE, "与我无关")
+    with pytest.raises(cases.Invalid):
+        cases.add_note(dispatch, ZHUJIAN, CASE, "   ")
+    entries = [(t.title, t.detail, t.public) for t in cases.case_record(dispatch, CASE)["timeline"]
+               if t.title in ("办理记录", "协办意见")]
+    assert entries == [("办理记录", "已约物业明天上门查看", False), ("协办意见", "已安排执法队员配合", False)]
+    assert waiting(dispatch) == [("accept", "zhujian")]  # a note is not a step
