@@ -89,6 +89,13 @@ class DesignateForm(CaseForm):
     co_departments = _co_departments()
 
 
+class BulkAssignForm(FlaskForm):
+    """批量交办: several cases of the queue to one lead department."""
+    case_nos = SelectMultipleField("所选案件", choices=[], validate_choice=False,
+                                   validators=[DataRequired("请先勾选要交办的案件")])
+    department = _lead_department()
+
+
 class NoteForm(CaseForm):
     """办理记录 / 协办意见: not a step of the process, so not in FORMS."""
     text = TextAreaField("办理记录", validators=[DataRequired("请填写办理记录"), Length(max=1000, message="不超过1000个字")])

@@ -21,7 +21,7 @@ from services.common.web.auth import roles_required
 from services.common.workflow.runtime import Conflict, TaskNotFound
 
 from . import cases
-from .forms import (AcceptForm, AssignForm, ChiefForm, ClaimForm, DesignateForm, ExtensionDecisionForm,
+from .forms import (AcceptForm, AssignForm, BulkAssignForm, ChiefForm, ClaimForm, DesignateForm, ExtensionDecisionForm,
                     ExtensionForm, InstructForm, MediationForm, NoteForm, PoolForm, RejectForm, ReplyForm,
                     ReturnForm)
 
@@ -208,7 +208,35 @@ def queue():
              if i.task_name == cases.APPROVE_EXTENSION else blank_form("designate", i.case_no)
              for i in items}
     return render_template("dispatch/queue.html", items=items, total=total, forms=forms, counts=counts,
-                           district=district, scoped=scoped, task=task)
+                           district=district, scoped=scoped, task=task, bulk=BulkAssignForm(formdata=None))
+
+
+MAX_BULK = 100
+
+
+@bp.post("/bulk-assign")
+@roles_required("dispatcher")
+def bulk_assign():
+    """批量交办: each case is assigned on its own, so one that someone else took meanwhile is
+    reported and the others still go through."""
+    form = BulkAssignForm()
+    back = _safe_next(request.form.get("next")) or url_for("dispatch.queue")
+    if not form.validate_on_submit():
+        flash("；".join(e for f in form for e in f.errors) or "提交无效，请刷新页面后重试", "error")
+        return redirect(back)
+    case_nos = list(dict.fromkeys(form.case_nos.data))[:MAX_BULK]
+    done, failed = [], []
+    for case_no in case_nos:
+        try:
+            cases.assign(_service(), current_user, case_no, form.department.data)
+            done.append(case_no)
+        except (cases.NoSuchTask, cases.NotAllowed, cases.Invalid, Conflict, TaskNotFound) as err:
+            failed.append(f"{case_no}（{err}）")
+    if done:
+        flash(f"已交办{DEPARTMENTS[form.department.data]} {len(done)} 件：{'、'.join(done)}", "success")
+    if failed:
+        flash(f"{len(failed)} 件未交办：{'；'.join(failed)}", "error")
+    return redirect(back)
 
 
 @bp.get("/pool")
