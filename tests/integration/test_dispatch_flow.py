@@ -263,3 +263,16 @@ def test_lead_and_co_handlers_add_notes_others_may_not(dispatch):
                if t.title in ("办理记录", "协办意见")]
     assert entries == [("办理记录", "已约物业明天上门查看", False), ("协办意见", "已安排执法队员配合", False)]
     assert waiting(dispatch) == [("accept", "zhujian")]  # a note is not a step
+
+
+def test_a_dispatcher_sitting_on_an_extension_request_is_reported(dispatch):
+    cases.assign(dispatch, DISPATCHER, CASE, "zhujian")
+    cases.accept(dispatch, ZHUJIAN, CASE)
+    cases.request_extension(dispatch, ZHUJIAN, CASE, 2, "需协调")
+    with dispatch.uow() as uow:
+        item = uow.session.scalars(select(WorkItem).where(WorkItem.task_name == "approve_extension")).one()
+    assert item.due_at == dispatch.clock.now() + timedelta(days=1)  # Monday → Tuesday, same time
+    dispatch.clock.advance(timedelta(days=1, minutes=1))
+    dispatch.runtime.fire_due_timers(dispatch.uow)
+    assert [m["stage"] for m in sent(dispatch, "dispatch.deadline_missed")] == ["approve_extension"]
+    assert waiting(dispatch) == [("approve_extension", "zhujian")]  # still waiting for the decision
