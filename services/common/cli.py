@@ -9,7 +9,9 @@
     fzt token SERVICE USER      bearer token for the JSON API
     fzt clock show|advance 1d|reset   move the platform clock (refused in production)
     fzt user add USER --role …  staff accounts, in all four services
+    fzt user unlock USER        clear a login lockout (5 wrong passwords), in all four services
     fzt dead-letters list|show|replay|discard SERVICE   messages that could not be applied
+    fzt hotline-gateway         12345 hotline work orders in, case status back (docs/hotline-12345.md)
 
 Configuration comes from FZT_* environment variables (see services/common/config.py).
 """
@@ -150,9 +152,21 @@ def user_add(username, display_name, role, district, department, password):
     click.echo(f"{username}: saved in {', '.join(SERVICES)}")
 
 
+@user.command("unlock")
+@click.argument("username")
+def user_unlock(username):
+    """Clear USERNAME's failed logins and login lock in all four services."""
+    from .web.auth import unlock
+    settings = _settings()
+    found = [name for name in SERVICES if unlock(load_service(name, settings), username)]
+    if not found:
+        raise click.ClickException(f"no user {username!r} in any service")
+    click.echo(f"{username}: unlocked in {', '.join(found)}")
+
+
 def _print_accounts():
     click.echo(f"演示账号（密码均为 {DEMO_PASSWORD}）:")
-    for username, display, role, _district, _department in demo_accounts():
+    for username, display, _role, _district, _department in demo_accounts():
         click.echo(f"  {username:<22} {display}")
 
 
@@ -274,6 +288,25 @@ def run_all(host, port, demo):
     server.close()
     for running in workers:
         running.stop()
+
+
+@main.command("hotline-gateway")
+def hotline_gateway():
+    """Take 12345 hotline work orders into intake and report case status back, until stopped
+    (FZT_HOTLINE_URL, FZT_HOTLINE_EXCHANGE; docs/hotline-12345.md)."""
+    _logging("intake")
+    from services.intake.hotline import HotlineError, HotlineGateway
+    try:
+        gateway = HotlineGateway(load_service("intake", _settings()))
+    except HotlineError as err:
+        raise click.ClickException(str(err)) from None
+    gateway.start()
+    click.echo(f"hotline gateway: {gateway.queue} ← {gateway.exchange} order.created, "
+               f"status → {gateway.exchange} order.status")
+    _wait_for_signal()
+    click.echo("hotline gateway stopping (the order in hand finishes first)")
+    gateway.stop()
+    click.echo("hotline gateway stopped")
 
 
 def _wait_for_signal():

@@ -30,6 +30,12 @@ class Settings:
     proxy_hops: int = 0
     # "json" (one object per line) or "text"; "" means json in production, text otherwise.
     log_format: str = ""
+    # The 12345 hotline's RabbitMQ ("" = broker_url) and its exchange (docs/hotline-12345.md).
+    hotline_url: str = ""
+    hotline_exchange: str = "hotline12345"
+    # Keys that may POST Open311 requests (FZT_OPEN311_API_KEYS, comma-separated); none =
+    # the documented development key outside production, and no POST at all in production.
+    open311_api_keys: tuple[str, ...] = ()
 
     @property
     def production(self) -> bool:
@@ -63,6 +69,10 @@ def from_env(environ=os.environ, **overrides) -> Settings:
         delivery_limit=int(environ.get("FZT_DELIVERY_LIMIT", "5")),
         proxy_hops=int(environ.get("FZT_PROXY_HOPS", "0")),
         log_format=environ.get("FZT_LOG_FORMAT", "").strip().lower(),
+        hotline_url=environ.get("FZT_HOTLINE_URL", ""),
+        hotline_exchange=environ.get("FZT_HOTLINE_EXCHANGE", "hotline12345"),
+        open311_api_keys=tuple(k.strip() for k in environ.get("FZT_OPEN311_API_KEYS", "").split(",")
+                               if k.strip()),
     )
     values.update(overrides)
     settings = Settings(**values)

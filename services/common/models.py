@@ -118,6 +118,13 @@ class StaffUser(Base):
     district: Mapped[str | None] = mapped_column(String(10), nullable=True)
     department: Mapped[str | None] = mapped_column(String(50), nullable=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Login lockout (services/common/web/auth.py): wrong passwords in a row, and until when
+    # the account refuses logins after too many of them.
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Sessions carry the version they were opened with; "logout everywhere" and a password
+    # change increment it, so every older session stops working.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ClockOffset(Base):

@@ -55,6 +55,7 @@ CHANNELS = {
     "hotline_12345": "12345热线",
     "grid": "网格员代诉",
     "walk_in": "来访",
+    "open311": "Open311接口",
 }
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Index, Integer, String, Text
+from sqlalchemy import Float, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.common.db import Base, UTCDateTime
@@ -24,8 +24,12 @@ class CitizenRequest(Base):
     category: Mapped[str] = mapped_column(String(50), default="")
     channel: Mapped[str] = mapped_column(String(30))
     location: Mapped[str] = mapped_column(String(200), default="")
-    status: Mapped[str] = mapped_column(String(30))  # submitted | assigned | handled
+    status: Mapped[str] = mapped_column(String(30))  # submitted | assigned | handled | rejected
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Given by Open311 clients (docs/open311.md): a WGS84 point and a media link, kept as sent.
+    latitude: Mapped[float | None] = mapped_column(Float, nullable=True)
+    longitude: Mapped[float | None] = mapped_column(Float, nullable=True)
+    media_url: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class CaseSequence(Base):
@@ -36,3 +40,37 @@ class CaseSequence(Base):
     district: Mapped[str] = mapped_column(String(6), primary_key=True)
     day: Mapped[str] = mapped_column(String(8), primary_key=True)
     last: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class HotlineOrder(Base):
+    """A work order taken from the 12345 hotline, and the case it became (one per order_id).
+
+    Written in the same transaction as the case, so a redelivered order finds it and is
+    acknowledged without a second case (services/intake/hotline.py, docs/hotline-12345.md).
+    """
+
+    __tablename__ = "hotline_orders"
+    __table_args__ = (Index("ix_hotline_orders_case", "case_no", unique=True), INTAKE)
+    order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    case_no: Mapped[str] = mapped_column(String(40))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())  # when the hotline took the call
+    stored_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # sha256 of the validated order: the same order_id with other content is refused.
+    payload_hash: Mapped[str] = mapped_column(String(64))
+
+
+class HotlineStatus(Base):
+    """A status report for the hotline (accepted / assigned / handled / rejected), written in
+    the transaction that caused it; the gateway publishes it with confirms, then marks it sent."""
+
+    __tablename__ = "hotline_status_outbox"
+    __table_args__ = (Index("ix_hotline_status_outbox_unsent", "sent_at", "id"), INTAKE)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(36), unique=True)
+    order_id: Mapped[str] = mapped_column(String(64))
+    case_no: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(20))  # accepted | assigned | handled | rejected
+    note: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -83,25 +83,32 @@ def new_tracking_code() -> str:
     return "".join(secrets.choice(TRACKING_ALPHABET) for _ in range(8))
 
 
-def submit_request(service, data: dict) -> CitizenRequest:
-    """Store a validated request and start intake.bpmn for it, in one transaction."""
+def submit_request(service, data: dict, uow=None, **columns) -> CitizenRequest:
+    """Store a validated request and start intake.bpmn for it, in one transaction.
+
+    ``uow``: an open unit of work to join (the caller commits, e.g. with its own rows);
+    ``columns``: extra CitizenRequest columns a channel knows (latitude, longitude, media_url).
+    """
+    if uow is None:
+        with service.uow() as own:
+            request = submit_request(service, data, own, **columns)
+            own.commit()
+        return request
     district = district_code(data["district"])
-    with service.uow() as uow:
-        now = service.clock.now()
-        case_no = next_case_no(uow.session, district, now)
-        request = CitizenRequest(
-            case_no=case_no, tracking_code=new_tracking_code(), district=district,
-            name=data["name"], phone=data["phone"], description=data["description"],
-            category=data.get("category", ""), channel=data.get("channel", "web"),
-            location=data.get("location", ""), status="submitted", created_at=now)
-        uow.add(request)
-        service.runtime.start(uow, case_no, {
-            "case_no": case_no, "district": district, "name": request.name, "phone": request.phone,
-            "description": request.description, "category": request.category,
-            "channel": request.channel, "location": request.location,
-            "submitted_at": now.isoformat(),
-        })
-        uow.commit()
+    now = service.clock.now()
+    case_no = next_case_no(uow.session, district, now)
+    request = CitizenRequest(
+        case_no=case_no, tracking_code=new_tracking_code(), district=district,
+        name=data["name"], phone=data["phone"], description=data["description"],
+        category=data.get("category", ""), channel=data.get("channel", "web"),
+        location=data.get("location", ""), status="submitted", created_at=now, **columns)
+    uow.add(request)
+    service.runtime.start(uow, case_no, {
+        "case_no": case_no, "district": district, "name": request.name, "phone": request.phone,
+        "description": request.description, "category": request.category,
+        "channel": request.channel, "location": request.location,
+        "submitted_at": now.isoformat(),
+    })
     return request
 
 

@@ -5,8 +5,8 @@ from .handlers import listeners, service_tasks
 
 
 def _blueprints():
-    from . import api, views
-    return [views.bp, api.bp]
+    from . import api, open311, views
+    return [views.bp, api.bp, open311.bp]
 
 
 definition = ServiceDefinition(

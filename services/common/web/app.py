@@ -20,7 +20,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..observability import bind_case, metrics_for, readiness_response, unbind
 from ..reference import CATEGORIES, CHANNELS, DEPARTMENTS, DISTRICTS
-from . import auth
+from . import auth, security
 
 csrf = CSRFProtect()
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ def create_app(service, test_config: dict | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=service.settings.production,
+        PERMANENT_SESSION_LIFETIME=auth.SESSION_LIFETIME,
         WTF_CSRF_TIME_LIMIT=None,
         WTF_CSRF_CHECK_DEFAULT=False,  # checked in _check_csrf below
     )
@@ -61,6 +62,7 @@ def create_app(service, test_config: dict | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
 
     csrf.init_app(app)
+    security.init_app(app, production=service.settings.production)  # headers: docs/security.md
     auth.login_manager.init_app(app)
     app.register_blueprint(auth.bp)
     for blueprint in definition.blueprints():
@@ -163,4 +165,6 @@ def _error(status, message, code):
 
 def prefixed(apps: dict, root_app=None):
     """Mount each service's WSGI app under ``/<name>``."""
+    if isinstance(root_app, Flask):
+        security.init_app(root_app)  # the landing page gets the same headers
     return DispatcherMiddleware(root_app or NotFound(), {f"/{name}": app for name, app in apps.items()})
