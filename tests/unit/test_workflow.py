@@ -226,3 +226,19 @@ def test_supervision_gets_an_urging_task_for_every_missed_deadline(build_service
     with supervision.uow() as uow:
         [item] = uow.session.scalars(select(WorkItem)).all()
     assert (item.task_name, item.case_no, item.summary["stage"]) == ("urge", "C-9", stage)
+
+
+def test_a_broken_instance_is_set_aside_and_does_not_block_other_timers(dispatch):
+    deliver(dispatch, submission("210902-20261102-0001"))
+    deliver(dispatch, submission("210902-20261102-0002"))
+    with dispatch.uow() as uow:
+        broken = uow.session.scalars(select(WorkflowInstance).where(
+            WorkflowInstance.case_no == "210902-20261102-0001")).one()
+        broken.state = {**broken.state, "tasks": {}}  # corrupt state: loading it fails
+        uow.commit()
+    dispatch.clock.advance(timedelta(days=1, seconds=1))
+    assert dispatch.runtime.fire_due_timers(dispatch.uow) == 1  # the healthy case still fires
+    with dispatch.uow() as uow:
+        broken = uow.session.get(WorkflowInstance, broken.id)
+    assert broken.status == "error" and broken.error
+    assert dispatch.runtime.fire_due_timers(dispatch.uow) == 0  # set aside, not retried forever

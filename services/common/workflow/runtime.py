@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import logging
 import uuid
 
 from SpiffWorkflow.bpmn import BpmnEvent, BpmnWorkflow
@@ -32,6 +33,7 @@ from .sandbox import RestrictedEnvironment
 from .serializer import dump_state, load_state
 
 _step: contextvars.ContextVar[StepContext] = contextvars.ContextVar("fzt_step")
+log = logging.getLogger(__name__)
 
 
 class TaskNotFound(LookupError):
@@ -151,15 +153,29 @@ class WorkflowRuntime:
                 ).first()
                 if instance is None:
                     break
-                process = self.specs.by_hash(uow.session, instance.spec_hash)
-                workflow = self._load(instance, process)
-                self._advance(uow, instance, process, workflow)
+                instance_id, case_no = instance.id, instance.case_no
                 try:
+                    process = self.specs.by_hash(uow.session, instance.spec_hash)
+                    workflow = self._load(instance, process)
+                    self._advance(uow, instance, process, workflow)
                     uow.commit()
                     fired += 1
                 except Conflict:
                     pass  # another worker fired it first
+                except Exception as err:  # one broken instance must not stop every other timer
+                    uow.rollback()
+                    log.exception("timer of case %s failed; instance %s set aside as 'error'", case_no, instance_id)
+                    self._set_aside(uow_factory, instance_id, err)
         return fired
+
+    @staticmethod
+    def _set_aside(uow_factory, instance_id, err):
+        """Mark an instance whose step keeps failing as ``error`` (out of the timer sweep),
+        with the reason, for the operators to fix and retry."""
+        with uow_factory() as uow:
+            instance = uow.session.get(WorkflowInstance, instance_id)
+            instance.status, instance.error = "error", f"{type(err).__name__}: {err}"[:2000]
+            uow.commit()
 
     def snapshot(self, session, instance) -> dict:
         """What staff see of an instance: the case data as the diagram sees it now (the
