@@ -72,6 +72,10 @@ COMMON_RULES = {
     ("healthz", "GET"): PUBLIC,
     ("readyz", "GET"): PUBLIC,
     ("metrics_endpoint", "GET"): PUBLIC,
+    # Stuck work (services/common/web/ops.py): operators only.
+    ("ops.stuck", "GET"): Rule(only()),
+    ("ops.retry", "POST"): Rule(only()),
+    ("ops.cancel", "POST"): Rule(only()),
 }
 
 RULES = {
@@ -229,7 +233,7 @@ def make_mediation_case(mediation, case_no):
 # URL arguments every app may use; ``case_no`` (and Open311's ``token``) come from the
 # real case each service gets in ``placeholders``. A new argument name needs an entry here.
 URL_VALUES = {"filename": "fzt.css", "act": "reject", "fmt": "json", "service_code": "housing",
-              "rest": "no-such-resource"}
+              "rest": "no-such-resource", "instance_id": 999999}
 
 
 def placeholders(name, service, build_service):

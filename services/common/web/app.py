@@ -20,7 +20,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..observability import bind_case, metrics_for, readiness_response, unbind
 from ..reference import CATEGORIES, CHANNELS, DEPARTMENTS, DISTRICTS
-from . import auth, security
+from . import auth, ops, security
 
 csrf = CSRFProtect()
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ def create_app(service, test_config: dict | None = None) -> Flask:
     security.init_app(app, production=service.settings.production)  # headers: docs/security.md
     auth.login_manager.init_app(app)
     app.register_blueprint(auth.bp)
+    app.register_blueprint(ops.bp)
     for blueprint in definition.blueprints():
         app.register_blueprint(blueprint)
 

@@ -168,6 +168,29 @@ class WorkflowRuntime:
                     self._set_aside(uow_factory, instance_id, err)
         return fired
 
+    def retry(self, uow, instance_id: int) -> WorkflowInstance:
+        """Run a set-aside instance again (after its cause was fixed, e.g. a new diagram
+        version or data repaired); it fails again with the new reason if not."""
+        instance = uow.session.get(WorkflowInstance, instance_id)
+        if instance is None or instance.status != "error":
+            raise TaskNotFound(f"instance {instance_id} is not waiting for a retry")
+        process = self.specs.by_hash(uow.session, instance.spec_hash)
+        self._advance(uow, instance, process, self._load(instance, process))
+        return instance
+
+    def cancel(self, uow, instance_id: int, reason: str, actor: str) -> WorkflowInstance:
+        """Give up on a set-aside instance: it leaves every work list and timer, with the
+        reason on the case's timeline."""
+        instance = uow.session.get(WorkflowInstance, instance_id)
+        if instance is None or instance.status != "error":
+            raise TaskNotFound(f"instance {instance_id} is not waiting for a retry")
+        instance.status, instance.next_timer_at = "cancelled", None
+        instance.updated_at = self.clock.now()
+        uow.session.execute(delete(WorkItem).where(WorkItem.instance_id == instance.id))
+        uow.add(TimelineEntry(case_no=instance.case_no, at=self.clock.now(), title="流程已撤销（运维）",
+                              detail=reason[:500], actor=actor, public=False))
+        return instance
+
     @staticmethod
     def _set_aside(uow_factory, instance_id, err):
         """Mark an instance whose step keeps failing as ``error`` (out of the timer sweep),
