@@ -1,5 +1,5 @@
 """Tables that every service's database holds: diagrams, workflow instances, work items,
-timeline, outbox, inbox, staff users and the platform clock offset."""
+timeline, outbox, inbox, staff users, the platform clock offset and the audit log."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -134,3 +134,26 @@ class ClockOffset(Base):
     __table_args__ = COMMON
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seconds: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AuditEntry(Base):
+    """Who did what to which case, when, from which address (services/common/audit.py).
+
+    Append-only: no code path updates or deletes a row (docs/security.md, "Audit log")."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_case", "case_no", "at"),
+        Index("ix_audit_log_actor", "actor", "at"),
+        COMMON,
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())  # the service's platform clock
+    actor: Mapped[str] = mapped_column(String(100))  # username (or the name typed at a failed login)
+    role: Mapped[str] = mapped_column(String(30), default="")
+    action: Mapped[str] = mapped_column(String(50))  # machine name, e.g. dispatch.assign
+    case_no: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)  # never a revealed personal value
+    address: Mapped[str | None] = mapped_column(String(64), nullable=True)  # request.remote_addr
+    service: Mapped[str] = mapped_column(String(20))

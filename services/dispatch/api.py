@@ -2,7 +2,8 @@
 
 ``GET /cases?status=<task>&district=`` lists work; ``GET /cases/<no>`` reads one case;
 ``POST /cases/<no>/<act>`` takes one act (assign, pool, chief, mediate, reject, designate,
-claim, instruct, accept, return, reply, extend, decide_extension, note) with a small JSON body.
+claim, instruct, accept, return, reply, extend, decide_extension, note, merge) with a small JSON
+body.
 """
 from __future__ import annotations
 
@@ -64,6 +65,10 @@ class _Decision(_Body):
     note = fields.String(load_default="", validate=validate.Length(max=500))
 
 
+class _Into(_Body):
+    into = _text("请填写要并入的案件编号", 40)
+
+
 class _Note_Text(_Body):
     text = _text("请填写办理记录", 1000)
 
@@ -80,6 +85,7 @@ ACTS = {
                cases.request_extension(service, user, case_no, days, reason)),
     "decide_extension": (_Decision, cases.decide_extension),
     "note": (_Note_Text, cases.add_note),
+    "merge": (_Into, cases.merge),
     "claim": (_Empty, cases.claim),
     "instruct": (_Instruction, cases.instruct),
     "accept": (_Empty, cases.accept),

@@ -3,12 +3,14 @@
 Every act completes one user task of bpmn/dispatch.bpmn; *what happens next* is the
 diagram's business. Who may act is checked here, once, for the web pages and the API alike:
 the task's role (``TASK_ROLES``) plus the data scope (a dispatcher's district, a handler's
-department).
+department). Each act writes one audit entry (``dispatch.<act>``, services/common/audit.py)
+in the same transaction as the change.
 """
 from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from services.common import audit
 from services.common.models import TimelineEntry, WorkflowInstance, WorkItem
 from services.common.reference import DEPARTMENTS
 from services.common.workflow.runtime import TaskNotFound
@@ -88,7 +90,9 @@ def counts(service, district=None, department=None) -> dict:
         return dict(uow.session.execute(query).all())
 
 
-def _act(service, user, case_no, task_name, data, expected_version=None, note=""):
+def _act(service, user, case_no, task_name, data, expected_version=None, note="", act="", **detail):
+    """Complete the case's ``task_name`` task; the audit entry ``dispatch.<act>`` (with
+    ``detail``; ``act`` defaults to the data's ``action`` or the task) commits with it."""
     with service.uow() as uow:
         item = uow.session.scalars(select(WorkItem).where(
             WorkItem.case_no == case_no, WorkItem.task_name == task_name)).first()
@@ -100,9 +104,10 @@ def _act(service, user, case_no, task_name, data, expected_version=None, note=""
             raise Invalid("兜底指定的案件不能退回", "reason")
         try:
             service.runtime.complete(uow, item.id, data, actor=user.display_name,
-                                     expected_version=expected_version, note=note)
+                                     expected_version=expected_version, note=note, audited=True)
         except TaskNotFound:  # completed by someone else between our read and our write
             raise NoSuchTask(f"案件 {case_no} 已被他人处理，请刷新") from None
+        audit.record(uow, user, f"dispatch.{act or data.get('action') or task_name}", case_no, **detail)
         uow.commit()
 
 
@@ -139,26 +144,50 @@ def _handlers_note(verb, data):
     return note
 
 
-def assign(service, user, case_no, department, co_departments=(), expected_version=None):
+def _handlers(data):
+    """The audit detail of an act that names departments."""
+    return {"department": data["department"], "co_departments": data["co_departments"]}
+
+
+def assign(service, user, case_no, department, co_departments=(), expected_version=None, bulk=False):
     data = {"action": "assign", **_department(department), **_co_handlers(co_departments, department)}
-    _act(service, user, case_no, ASSIGN, data, expected_version, note=_handlers_note("交办", data))
+    _act(service, user, case_no, ASSIGN, data, expected_version, note=_handlers_note("交办", data),
+         act="assign", **_handlers(data), **({"bulk": True} if bulk else {}))
 
 
 def send_to_pool(service, user, case_no):
-    _act(service, user, case_no, ASSIGN, {"action": "pool"}, note="放入认领池")
+    _act(service, user, case_no, ASSIGN, {"action": "pool"}, note="放入认领池", act="pool")
 
 
 def send_to_chief(service, user, case_no, note=""):
     note = (note or "").strip()[:500]
     _act(service, user, case_no, ASSIGN, {"action": "chief", "key_case": True, "chief_request": note},
-         note="提请首席办事员" + (f"：{note}" if note else ""))
+         note="提请首席办事员" + (f"：{note}" if note else ""), act="chief")
 
 
 def send_to_mediation(service, user, case_no, reason=""):
     """调解优先: the on-site center mediates; no agreement brings the case back here."""
     reason = (reason or "").strip()[:500]
     _act(service, user, case_no, ASSIGN, {"action": "mediation", "mediation_reason": reason},
-         note="转人民调解" + (f"：{reason}" if reason else ""))
+         note="转人民调解" + (f"：{reason}" if reason else ""), act="mediate")
+
+
+def merge(service, user, case_no, into):
+    """并案: the same problem is already a case; this one ends, and its citizen gets that
+    case's reply (intake follows dispatch.case_merged)."""
+    into = (into or "").strip()
+    if not into or into == case_no:
+        raise Invalid("请填写要并入的另一个案件编号", "into")
+    with service.uow() as uow:
+        target = uow.session.scalars(select(WorkflowInstance).where(
+            WorkflowInstance.case_no == into, WorkflowInstance.process_id == "dispatch",
+            WorkflowInstance.status == "waiting")).first()
+        district = service.runtime.snapshot(uow.session, target)["data"].get("district") if target else None
+    if target is None:
+        raise Invalid(f"案件 {into} 不存在或已办结，不能并入", "into")
+    if user.role == "dispatcher" and user.district and district != user.district:
+        raise Invalid(f"案件 {into} 不属于您负责的县区", "into")
+    _act(service, user, case_no, ASSIGN, {"action": "merge", "merge_into": into}, note=f"并入案件 {into}")
 
 
 def decide_extension(service, user, case_no, approved: bool, note=""):
@@ -166,18 +195,21 @@ def decide_extension(service, user, case_no, approved: bool, note=""):
     if not approved and not note:
         raise Invalid("不同意延期时请说明理由", "note")
     _act(service, user, case_no, APPROVE_EXTENSION, {"extension_approved": bool(approved), "extension_note": note},
-         note=("同意延期" if approved else "不同意延期") + (f"：{note}" if note else ""))
+         note=("同意延期" if approved else "不同意延期") + (f"：{note}" if note else ""),
+         act="decide_extension", approved=bool(approved))
 
 
 def reject(service, user, case_no, reason):
     reason = _text(reason, "不予受理的理由", "reason", 500)
-    _act(service, user, case_no, ASSIGN, {"action": "reject", "reject_reason": reason}, note=f"不予受理：{reason}")
+    _act(service, user, case_no, ASSIGN, {"action": "reject", "reject_reason": reason}, note=f"不予受理：{reason}",
+         act="reject")
 
 
 def designate(service, user, case_no, department, co_departments=()):
     """Fallback (兜底): the lead department named here cannot return the case."""
     data = {"fallback": True, **_department(department), **_co_handlers(co_departments, department)}
-    _act(service, user, case_no, FALLBACK, data, note=_handlers_note("兜底指定", data))
+    _act(service, user, case_no, FALLBACK, data, note=_handlers_note("兜底指定", data), act="designate",
+         **_handlers(data))
 
 
 # -- departments -----------------------------------------------------------------------
@@ -186,21 +218,23 @@ def claim(service, user, case_no):
     if not user.department:
         raise NotAllowed("只有承办部门可以认领")
     data = _department(user.department)
-    _act(service, user, case_no, CLAIM, data, note=f"认领：{data['department_name']}")
+    _act(service, user, case_no, CLAIM, data, note=f"认领：{data['department_name']}", act="claim",
+         department=user.department)
 
 
 def accept(service, user, case_no):
-    _act(service, user, case_no, ACCEPT, {"decision": "accept"}, note="受理")
+    _act(service, user, case_no, ACCEPT, {"decision": "accept"}, note="受理", act="accept")
 
 
 def return_case(service, user, case_no, reason):
     reason = _text(reason, "退回理由", "reason", 500)
-    _act(service, user, case_no, ACCEPT, {"decision": "return", "return_reason": reason}, note=f"退回：{reason}")
+    _act(service, user, case_no, ACCEPT, {"decision": "return", "return_reason": reason}, note=f"退回：{reason}",
+         act="return")
 
 
 def reply(service, user, case_no, text):
     text = _text(text, "办理结果", "reply")
-    _act(service, user, case_no, RESOLVE, {"resolve_action": "reply", "reply": text}, note=text)
+    _act(service, user, case_no, RESOLVE, {"resolve_action": "reply", "reply": text}, note=text, act="reply")
 
 
 def request_extension(service, user, case_no, days, reason):
@@ -210,7 +244,7 @@ def request_extension(service, user, case_no, days, reason):
         raise Invalid(f"延期天数须为1至{MAX_EXTENSION_DAYS}个工作日", "days")
     _act(service, user, case_no, RESOLVE,
          {"resolve_action": "extend", "extension_days": days, "extension_reason": reason},
-         note=f"申请延期{days}个工作日：{reason}")
+         note=f"申请延期{days}个工作日：{reason}", act="extend", days=days)
 
 
 # -- the chief handler -----------------------------------------------------------------
@@ -219,7 +253,8 @@ def instruct(service, user, case_no, department, instruction, co_departments=())
     instruction = _text(instruction, "批示意见", "instruction", 1000)
     data = {"chief_instruction": instruction, **_department(department),
             **_co_handlers(co_departments, department)}
-    _act(service, user, case_no, CHIEF, data, note=f"批示：{instruction}；" + _handlers_note("交办", data))
+    _act(service, user, case_no, CHIEF, data, note=f"批示：{instruction}；" + _handlers_note("交办", data),
+         act="instruct", **_handlers(data))
 
 
 # -- reading ---------------------------------------------------------------------------
@@ -244,9 +279,10 @@ def diagram_xml(service, record) -> str:
 
 def may_read(user, record) -> bool:
     """Dispatchers read their district's cases; departments the cases they lead or help;
-    the chief handler the key cases; admins everything."""
+    the chief handler the key cases; supervisors (read only: oversight, the audit trail) and
+    admins everything."""
     data = record["data"]
-    if user.role == "admin":
+    if user.role in ("admin", "supervisor"):
         return True
     if user.role == "dispatcher":
         return not user.district or data.get("district") == user.district
@@ -256,6 +292,12 @@ def may_read(user, record) -> bool:
     if user.role == "chief":
         return bool(data.get("key_case"))
     return False
+
+
+def may_reveal(user, record) -> bool:
+    """Who may reveal the citizen's full name and phone (each time explicitly, audited):
+    those who work cases and may read this one. Supervisors see them masked only."""
+    return user.role != "supervisor" and may_read(user, record)
 
 
 def may_note(user, record) -> bool:
@@ -282,6 +324,7 @@ def add_note(service, user, case_no, text):
     with service.uow() as uow:
         uow.add(TimelineEntry(case_no=case_no, at=service.clock.now(), title="协办意见" if co_handler else "办理记录",
                               detail=text, actor=actor, public=False))
+        audit.record(uow, user, "dispatch.note", case_no)
         uow.commit()
 
 

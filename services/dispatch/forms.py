@@ -41,6 +41,11 @@ class MediationForm(CaseForm):
     reason = StringField("转调解说明（可不填）", validators=[Optional(), Length(max=500, message="不超过500个字")])
 
 
+class MergeForm(CaseForm):
+    into = StringField("并入的案件编号", validators=[DataRequired("请填写要并入的案件编号"),
+                                                 Length(max=40, message="案件编号不超过40个字符")])
+
+
 class RejectForm(CaseForm):
     reason = TextAreaField("不予受理的理由（诉求人可见）", validators=[
         DataRequired("请填写不予受理的理由"), Length(max=500, message="不超过500个字")])

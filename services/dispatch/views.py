@@ -16,12 +16,13 @@ from flask import (Blueprint, Response, abort, current_app, flash, redirect, ren
                    url_for)
 from flask_login import current_user, login_required
 
+from services.common import audit
 from services.common.reference import DEPARTMENTS, DISTRICTS
 from services.common.web.auth import roles_required
 from services.common.workflow.runtime import Conflict, TaskNotFound
 
 from . import cases
-from .forms import (AcceptForm, AssignForm, BulkAssignForm, ChiefForm, ClaimForm, DesignateForm, ExtensionDecisionForm,
+from .forms import (AcceptForm, AssignForm, BulkAssignForm, MergeForm, ChiefForm, ClaimForm, DesignateForm, ExtensionDecisionForm,
                     ExtensionForm, InstructForm, MediationForm, NoteForm, PoolForm, RejectForm, ReplyForm,
                     ReturnForm)
 
@@ -68,6 +69,8 @@ ACTS = {
                  lambda n, f: f"案件 {n} 已作为重点案件提请首席办事员批示", "note"),
     "mediate": Act(cases.ASSIGN, MediationForm, lambda s, u, n, f: cases.send_to_mediation(s, u, n, f.reason.data),
                    lambda n, f: f"案件 {n} 已转人民调解，由综治中心组织调解；未达成协议的将退回分拨队列", "reason"),
+    "merge": Act(cases.ASSIGN, MergeForm, lambda s, u, n, f: cases.merge(s, u, n, f.into.data),
+                 lambda n, f: f"案件 {n} 已并入案件 {f.into.data.strip()}，办理结果将一并答复诉求人", "into"),
     "reject": Act(cases.ASSIGN, RejectForm, lambda s, u, n, f: cases.reject(s, u, n, f.reason.data),
                   lambda n, f: f"案件 {n} 已不予受理，理由将告知诉求人", "reason"),
     "designate": Act(cases.FALLBACK, DesignateForm,
@@ -98,7 +101,7 @@ ACTS = {
 }
 # The acts offered on the case page for each open user task, in the order shown.
 TASK_ACTS = {
-    cases.ASSIGN: ("assign", "pool", "chief", "mediate", "reject"),
+    cases.ASSIGN: ("assign", "pool", "chief", "mediate", "merge", "reject"),
     cases.FALLBACK: ("designate",),
     cases.CLAIM: ("claim",),
     cases.CHIEF: ("instruct",),
@@ -228,7 +231,7 @@ def bulk_assign():
     done, failed = [], []
     for case_no in case_nos:
         try:
-            cases.assign(_service(), current_user, case_no, form.department.data)
+            cases.assign(_service(), current_user, case_no, form.department.data, bulk=True)
             done.append(case_no)
         except (cases.NoSuchTask, cases.NotAllowed, cases.Invalid, Conflict, TaskNotFound) as err:
             failed.append(f"{case_no}（{err}）")
@@ -308,13 +311,18 @@ def _forms_for(record, case_no):
     return forms
 
 
-def _render_case(record, case_no, forms, status=200):
-    back = {"handler": "dispatch.inbox", "chief": "dispatch.chief"}.get(current_user.role, "dispatch.queue")
+def _render_case(record, case_no, forms, status=200, revealed=False):
+    """``revealed``: the citizen's name and phone in full (this page load only, after the
+    audited reveal POST); masked otherwise."""
+    back = {"handler": "dispatch.inbox", "chief": "dispatch.chief",
+            "supervisor": "audit.search"}.get(current_user.role, "dispatch.queue")
     if current_user.role == "handler" and "claim" in forms:
         back = "dispatch.pool"
+    trail = audit.for_case(_service(), case_no) if current_user.role in audit.AUDIT_ROLES else None
     return render_template("dispatch/case.html", record=record, data=record["data"], case_no=case_no,
                            forms=forms, back=back, back_title=BACK_TITLES[back],
-                           refusal=_extension_refusal(record)), status
+                           refusal=_extension_refusal(record), revealed=revealed, trail=trail,
+                           may_reveal=cases.may_reveal(current_user, record)), status
 
 
 def _extension_refusal(record):
@@ -327,7 +335,7 @@ def _extension_refusal(record):
 
 
 BACK_TITLES = {"dispatch.queue": "分拨队列", "dispatch.pool": "认领池", "dispatch.chief": "首席批示",
-               "dispatch.inbox": "部门待办"}
+               "dispatch.inbox": "部门待办", "audit.search": "审计日志"}
 
 
 @bp.get("/cases/<case_no>")
@@ -335,6 +343,18 @@ BACK_TITLES = {"dispatch.queue": "分拨队列", "dispatch.pool": "认领池", "
 def case(case_no):
     record = _record_or_abort(case_no)
     return _render_case(record, case_no, _forms_for(record, case_no))
+
+
+@bp.post("/cases/<case_no>/reveal")
+@login_required
+def reveal(case_no):
+    """显示完整号码: this page load shows the citizen's name and phone in full; audited."""
+    record = _record_or_abort(case_no)
+    if not cases.may_reveal(current_user, record):
+        abort(403)
+    shown = [f for f in ("name", "phone") if record["data"].get(f)]
+    audit.record_now(_service(), current_user, "pii.reveal", case_no, fields=shown)
+    return _render_case(record, case_no, _forms_for(record, case_no), revealed=True)
 
 
 @bp.get("/cases/<case_no>/diagram.bpmn")

@@ -24,7 +24,9 @@ class CitizenRequest(Base):
     category: Mapped[str] = mapped_column(String(50), default="")
     channel: Mapped[str] = mapped_column(String(30))
     location: Mapped[str] = mapped_column(String(200), default="")
-    status: Mapped[str] = mapped_column(String(30))  # submitted | assigned | handled | rejected
+    status: Mapped[str] = mapped_column(String(30))  # submitted | assigned | handled | rejected | merged
+    # Set when dispatch merged this request into another case: its citizen gets that case's reply.
+    merged_into: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # Given by Open311 clients (docs/open311.md): a WGS84 point and a media link, kept as sent.
     latitude: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -74,3 +76,39 @@ class HotlineStatus(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class TypicalCase(Base):
+    """A handled case published as a 典型案例 (services/intake/publicity.py, docs/publicity.md).
+
+    ``summary`` is the public text a member of staff reviewed: the case's description and
+    reply with personal data removed. Unpublishing keeps the row (``unpublished_at``)."""
+
+    __tablename__ = "typical_cases"
+    __table_args__ = (Index("ix_typical_cases_public", "unpublished_at", "published_at"),
+                      Index("ix_typical_cases_case", "case_no"), INTAKE)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_no: Mapped[str] = mapped_column(String(40))
+    title: Mapped[str] = mapped_column(String(100))
+    district: Mapped[str] = mapped_column(String(6))
+    category: Mapped[str] = mapped_column(String(50))
+    summary: Mapped[str] = mapped_column(Text)
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    published_by: Mapped[str] = mapped_column(String(50))  # staff username
+    unpublished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    unpublished_by: Mapped[str | None] = mapped_column(String(50), nullable=True)
+
+
+class Notice(Base):
+    """A notice to citizens (通知公告) of one district, or of every district (``district`` "")."""
+
+    __tablename__ = "notices"
+    __table_args__ = (Index("ix_notices_public", "withdrawn_at", "published_at"), INTAKE)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    title: Mapped[str] = mapped_column(String(100))
+    body: Mapped[str] = mapped_column(Text)
+    district: Mapped[str] = mapped_column(String(6), default="")  # "" = 全市
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    published_by: Mapped[str] = mapped_column(String(50))
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    withdrawn_by: Mapped[str | None] = mapped_column(String(50), nullable=True)

@@ -27,6 +27,7 @@ from services.common.reference import CATEGORIES, DEPARTMENTS, DISTRICTS
 from services.common.web.app import csrf_exempt
 
 from .models import CitizenRequest
+from .privacy import mask_personal
 from .requests import RequestSchema, submit_request
 
 bp = Blueprint("open311", __name__, url_prefix="/open311/v2")
@@ -54,11 +55,6 @@ XML_CONTENT_TYPE = "text/xml; charset=utf-8"
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
-# Numbers that identify a person (mobile, landline, ID card) and e-mail addresses: masked in
-# every public text (a citizen often writes "请回电138…" into the description).
-PERSONAL_NUMBER = re.compile(r"(?<![\dA-Za-z])(1[3-9]\d{9}|0\d{2,3}-?\d{7,8}|\d{17}[\dXx])(?![\dA-Za-z])")
-EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
-MASK = "＊＊＊"
 
 # What citizens and app makers read in the service list (group, keywords, description).
 SERVICE_INFO = {
@@ -300,13 +296,7 @@ def _public_requests(session, rows) -> list[dict]:
 
 def _masked(text, row):
     """Public text without the requester's name and phone, nor any phone, ID or e-mail."""
-    if not text:
-        return text
-    if row.phone:
-        text = text.replace(row.phone, MASK)
-    if row.name and len(row.name) >= 2:
-        text = text.replace(row.name, MASK)
-    return EMAIL.sub(MASK, PERSONAL_NUMBER.sub(MASK, text))
+    return mask_personal(text, name=row.name, phone=row.phone)
 
 
 def _w3(value: datetime) -> str:

@@ -11,7 +11,7 @@ bp = Blueprint("citizen", __name__)
 WELCOME = ("您好！这里是阜新市“阜政通”诉求服务平台。无论是邻里纠纷、物业维修，还是政策咨询、"
            "投诉建议，请告诉我们，我们会在1个工作日内交办到负责的部门，并全程跟踪办理进度。")
 STATUS_NAMES = {"submitted": "已提交，等待分拨", "assigned": "已交办，部门办理中", "handled": "已办结",
-                "rejected": "不予受理"}
+                "rejected": "不予受理", "merged": "已合并办理"}
 
 
 def _service():

@@ -173,7 +173,14 @@ def test_citizen_to_department_journey(browser, cluster, screens):
     expect(page.get_by_role("heading", name=f"案件 {case_no}")).to_be_visible()
     facts = page.locator("dl.facts")
     expect(facts.locator("dt:text-is('建议承办部门') + dd")).to_have_text("市住房和城乡建设局")
+    # Personal data masked until an explicit, audited reveal (docs/security.md).
+    expect(facts.locator("dt:text-is('诉求人') + dd")).to_have_text("张**")
+    expect(facts.locator("dt:text-is('联系电话') + dd")).to_contain_text("139****1234")
+    facts.get_by_role("button", name="显示完整号码").click()
     expect(facts.locator("dt:text-is('诉求人') + dd")).to_have_text("张桂兰")
+    expect(facts.locator("dt:text-is('联系电话') + dd")).to_contain_text("13904181234")
+    page.get_by_role("link", name="返回分拨队列").click()
+    row.get_by_role("link", name=case_no, exact=True).click()
     expect(facts.locator("dt:text-is('首问责任人') + dd")).to_have_text("尚未受理")
     work = page.locator("#work")  # every act the dispatcher has on a new case
     expect(work.get_by_label("承办部门")).to_have_value("zhujian")

@@ -276,3 +276,22 @@ def test_a_dispatcher_sitting_on_an_extension_request_is_reported(dispatch):
     dispatch.runtime.fire_due_timers(dispatch.uow)
     assert [m["stage"] for m in sent(dispatch, "dispatch.deadline_missed")] == ["approve_extension"]
     assert waiting(dispatch) == [("approve_extension", "zhujian")]  # still waiting for the decision
+
+
+def test_a_duplicate_is_merged_into_the_open_case(dispatch):
+    other = "210902-20261102-0002"
+    with dispatch.uow() as uow:
+        dispatch.runtime.deliver(uow, "intake.case_submitted", {
+            "case_no": other, "district": "210902", "name": "李四", "phone": "13900001234",
+            "description": "同一栋楼漏水", "category": "", "channel": "phone", "location": "",
+            "submitted_at": "2026-11-02T09:30:00+00:00"}, other)
+        uow.commit()
+    with pytest.raises(cases.Invalid, match="不存在或已办结"):
+        cases.merge(dispatch, DISPATCHER, other, "210902-20261102-0099")
+    with pytest.raises(cases.Invalid):
+        cases.merge(dispatch, DISPATCHER, other, other)
+    cases.merge(dispatch, DISPATCHER, other, CASE)
+    [merged] = sent(dispatch, "dispatch.case_merged")
+    assert merged["case_no"] == other and merged["into"] == CASE
+    assert [t for t, _ in waiting(dispatch)] == ["assign"]  # only the case it was merged into
+    assert cases.case_record(dispatch, other)["instance"].status == "complete"

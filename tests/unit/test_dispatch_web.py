@@ -86,3 +86,18 @@ def test_handler_adds_a_note_on_the_case_page(dispatch):
     with dispatch.uow() as uow:
         note = uow.session.scalars(select(TimelineEntry).where(TimelineEntry.title == "办理记录")).one()
     assert note.detail == "已约物业上门" and note.public is False
+
+
+def test_dispatcher_merges_a_duplicate_on_the_case_page(dispatch):
+    client = create_app(dispatch).test_client()
+    login(client, "fenbo_haizhou")
+    page = client.get("/cases/210902-20261102-0002").get_data(as_text=True)
+    assert "并入其他案件" in page
+    bad = client.post("/cases/210902-20261102-0002/merge", data={
+        "csrf_token": csrf(page), "case_no": "210902-20261102-0002", "into": "210902-20261102-0099"})
+    assert bad.status_code == 400 and "不存在或已办结" in bad.get_data(as_text=True)
+    done = client.post("/cases/210902-20261102-0002/merge", data={
+        "csrf_token": csrf(page), "case_no": "210902-20261102-0002", "into": "210902-20261102-0001"},
+        follow_redirects=True)
+    assert "已并入案件 210902-20261102-0001" in done.get_data(as_text=True)
+    assert "210902-20261102-0002" not in waiting(dispatch, "assign")

@@ -76,6 +76,9 @@ COMMON_RULES = {
     ("ops.stuck", "GET"): Rule(only()),
     ("ops.retry", "POST"): Rule(only()),
     ("ops.cancel", "POST"): Rule(only()),
+    # Audit log of this service (services/common/audit.py): supervisors and admins.
+    ("audit.search", "GET"): Rule(only("supervisor")),
+    ("audit.export", "GET"): Rule(only("supervisor")),
 }
 
 RULES = {
@@ -100,6 +103,22 @@ RULES = {
         ("open311.token_lookup", "GET"): PUBLIC,
         ("open311.unknown", "GET"): PUBLIC,  # 404 in Open311's error format
         ("open311.unknown", "POST"): PUBLIC,
+        # Publicity (services/intake/publicity.py): 典型案例 and 通知公告 are public; publishing
+        # them is for 受理员 and 督办员; 受理量统计 (stats.py) also for dispatchers (own district).
+        ("publicity.typical_list", "GET"): PUBLIC,
+        ("publicity.typical_detail", "GET"): PUBLIC,
+        ("publicity.typical_feed", "GET"): PUBLIC,
+        ("publicity.notices", "GET"): PUBLIC,
+        ("publicity.staff_home", "GET"): Rule(only("intake_operator", "supervisor", "dispatcher")),
+        ("publicity.staff_typical", "GET"): Rule(only("intake_operator", "supervisor")),
+        ("publicity.new_typical", "GET"): Rule(only("intake_operator", "supervisor")),
+        ("publicity.new_typical", "POST"): Rule(only("intake_operator", "supervisor")),
+        ("publicity.unpublish_typical", "POST"): Rule(only("intake_operator", "supervisor")),
+        ("publicity.staff_notices", "GET"): Rule(only("intake_operator", "supervisor")),
+        ("publicity.staff_notices", "POST"): Rule(only("intake_operator", "supervisor")),
+        ("publicity.withdraw_notice_view", "POST"): Rule(only("intake_operator", "supervisor")),
+        ("stats.volume", "GET"): Rule(only("intake_operator", "supervisor", "dispatcher")),
+        ("stats.volume_csv", "GET"): Rule(only("intake_operator", "supervisor", "dispatcher")),
     },
     "dispatch": {
         **COMMON_RULES,
@@ -109,14 +128,19 @@ RULES = {
         ("dispatch.pool", "GET"): Rule(only("handler")),
         ("dispatch.chief", "GET"): Rule(only("chief")),
         ("dispatch.inbox", "GET"): Rule(only("handler")),
-        # a 海州区 case waiting for 交办: its district's dispatcher (and admin) only
-        ("dispatch.case", "GET"): Rule(only("dispatcher")),
-        ("dispatch.case_diagram", "GET"): Rule(only("dispatcher")),
-        ("dispatch.act_on_case", "POST"): Rule(only("dispatcher")),
-        ("dispatch.assign", "POST"): Rule(only("dispatcher")),
+        # a 海州区 case waiting for 交办: its district's dispatcher, supervisors (read only) and admin
+        ("dispatch.case", "GET"): Rule(only("dispatcher", "supervisor")),
+        ("dispatch.case_diagram", "GET"): Rule(only("dispatcher", "supervisor")),
+        # 显示完整号码 (audited): whoever reads the case, except supervisors (masked only)
+        ("dispatch.reveal", "POST"): Rule(only("dispatcher")),
+        # supervisors read the case, so the empty placeholder post is sent back to it; a valid
+        # act is refused by cases.may_work (403, tests/unit/test_audit.py)
+        ("dispatch.act_on_case", "POST"): Rule(only("dispatcher", "supervisor")),
+        ("dispatch.assign", "POST"): Rule(only("dispatcher", "supervisor")),
         ("dispatch.bulk_assign", "POST"): Rule(only("dispatcher")),
         ("api.list_cases", "GET"): Rule(only("dispatcher"), why="default status=assign: dispatchers' list"),
-        ("api.get_case", "GET"): Rule(only("dispatcher"), hidden=STAFF - only("dispatcher")),
+        ("api.get_case", "GET"): Rule(only("dispatcher", "supervisor"),
+                                      hidden=STAFF - only("dispatcher", "supervisor")),
         # login only at the route; the act's own check (cases.NotAllowed → 403) comes after
         # the body is valid, which the empty placeholder body is not
         ("api.act_on_case", "POST"): Rule(STAFF),
@@ -233,7 +257,7 @@ def make_mediation_case(mediation, case_no):
 # URL arguments every app may use; ``case_no`` (and Open311's ``token``) come from the
 # real case each service gets in ``placeholders``. A new argument name needs an entry here.
 URL_VALUES = {"filename": "fzt.css", "act": "reject", "fmt": "json", "service_code": "housing",
-              "rest": "no-such-resource", "instance_id": 999999}
+              "rest": "no-such-resource", "instance_id": 999999, "typical_id": 999999, "notice_id": 999999}
 
 
 def placeholders(name, service, build_service):

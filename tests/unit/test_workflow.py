@@ -242,3 +242,29 @@ def test_a_broken_instance_is_set_aside_and_does_not_block_other_timers(dispatch
         broken = uow.session.get(WorkflowInstance, broken.id)
     assert broken.status == "error" and broken.error
     assert dispatch.runtime.fire_due_timers(dispatch.uow) == 0  # set aside, not retried forever
+
+
+def test_every_reporter_of_a_merged_case_gets_the_reply(build_service):
+    from services.common.bus.messages import make_envelope
+    from services.intake.models import CitizenRequest
+    from services.intake.requests import submit_request
+    intake = build_service("intake")
+    first = submit_request(intake, {"district": "210902", "name": "张三", "phone": "13800001234",
+                                    "description": "楼上漏水很严重"})
+    second = submit_request(intake, {"district": "210902", "name": "李四", "phone": "13900001234",
+                                     "description": "同一栋楼漏水"})
+
+    def arrive(message_type, case_no, **body):
+        intake.apply_message(make_envelope(message_type, {"case_no": case_no, **body}, "dispatch",
+                                           intake.clock.now()))
+
+    arrive("dispatch.case_merged", second.case_no, into=first.case_no, summary="已合并办理")
+    arrive("dispatch.case_assigned", first.case_no, department="zhujian", summary="市住建局")
+    arrive("dispatch.case_handled", first.case_no, department="zhujian", reply="已修复漏水点", summary="已修复漏水点")
+    with intake.uow() as uow:
+        statuses = {r.case_no: r.status for r in uow.session.scalars(select(CitizenRequest))}
+        second_public = [(t.title, t.detail) for t in uow.session.scalars(
+            select(TimelineEntry).where(TimelineEntry.case_no == second.case_no, TimelineEntry.public.is_(True))
+            .order_by(TimelineEntry.id))]
+    assert statuses == {first.case_no: "handled", second.case_no: "handled"}
+    assert second_public[-2:] == [("已合并办理", "已合并办理"), ("已办结", "已修复漏水点")]

@@ -70,6 +70,10 @@ class CaseExtended(Body):
     reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
 
 
+class CaseMerged(Body):
+    into = fields.String(required=True, validate=validate.Length(min=1, max=40))
+
+
 class CaseDeadlineMissed(Body):
     stage = fields.String(required=True, validate=validate.Length(max=30))
 
@@ -105,6 +109,7 @@ BODY_SCHEMAS: dict[str, type[Schema]] = {
     "dispatch.case_rejected": CaseRejected,
     "dispatch.case_handled": CaseHandled,
     "dispatch.case_extended": CaseExtended,
+    "dispatch.case_merged": CaseMerged,
     "dispatch.deadline_missed": CaseDeadlineMissed,
     "dispatch.mediation_requested": MediationRequested,
     "mediation.case_mediated": CaseMediated,

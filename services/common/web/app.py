@@ -20,7 +20,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..observability import bind_case, metrics_for, readiness_response, unbind
 from ..reference import CATEGORIES, CHANNELS, DEPARTMENTS, DISTRICTS
-from . import auth, ops, security
+from .. import audit
+from . import auth, ops, privacy, security
 
 csrf = CSRFProtect()
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ def create_app(service, test_config: dict | None = None) -> Flask:
     auth.login_manager.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(ops.bp)
+    audit.init_app(app, service)  # /audit pages, request address for entries: docs/security.md
+    privacy.init_app(app)  # mask_phone, mask_name filters
     for blueprint in definition.blueprints():
         app.register_blueprint(blueprint)
 

@@ -247,11 +247,20 @@ def end_all_sessions(service, username: str) -> None:
         uow.commit()
 
 
+_LOGIN_ACTIONS = {"ok": "auth.login", "wrong": "auth.login_failed", "locked": "auth.login_locked"}
+
+
+def _audit(actor, action):
+    from .. import audit  # here, not at the top: audit's pages import this module
+    audit.record_now(_service(), actor, action)
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     form = LoginForm()
     if form.validate_on_submit():
         outcome, row = check_login(form.username.data, form.password.data)
+        _audit(row if outcome == "ok" else form.username.data, _LOGIN_ACTIONS[outcome])
         if outcome == "ok":
             session.clear()  # nothing from before the login survives it
             login_user(Staff(row))
@@ -276,6 +285,7 @@ def logout():
 def logout_all():
     """End every session of the current account in this service (other browsers too)."""
     end_all_sessions(_service(), current_user.username)
+    _audit(current_user, "auth.logout_all")
     logout_user()
     session.clear()
     flash("已在所有设备上退出登录", "info")

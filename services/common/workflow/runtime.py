@@ -62,6 +62,10 @@ class _ScriptEngine(PythonScriptEngine):
 
 
 class WorkflowRuntime:
+    # Optional hook(uow, item, actor) called in the same unit of work when a person completes
+    # a user task; create_app installs services/common/audit.py's (one audit entry per act).
+    audit = None
+
     def __init__(self, service, specs, handlers, clock, summary_keys=(), helpers=None):
         self.service = service
         self.specs = specs
@@ -118,9 +122,11 @@ class WorkflowRuntime:
                 raise NotWaiting(f"{self.service}: no instance of case {case_no} waits for {message_type}")
         return taken
 
-    def complete(self, uow, item_id: str, data: dict, actor: str, expected_version=None, note: str = ""):
+    def complete(self, uow, item_id: str, data: dict, actor: str, expected_version=None, note: str = "",
+                 audited: bool = False):
         """Complete the user task ``item_id`` with form ``data`` on behalf of ``actor``;
-        ``note`` is the timeline entry's detail (kept out of the case data)."""
+        ``note`` is the timeline entry's detail (kept out of the case data). ``audited``: the
+        caller records its own, more specific audit entry (else the ``audit`` hook does)."""
         item = uow.session.get(WorkItem, item_id)
         if item is None:
             raise TaskNotFound(item_id)
@@ -135,6 +141,8 @@ class WorkflowRuntime:
         task.data.update(data)
         with use_clock(self.clock), _bind(StepContext(uow, instance, self.clock, self.service)):
             task.run()
+        if self.audit is not None and not audited:
+            self.audit(uow, item, actor)
         self._timeline_for(uow, instance, task, actor, note)
         self._advance(uow, instance, process, workflow, actor)
         return instance
