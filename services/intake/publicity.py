@@ -37,6 +37,7 @@ from sqlalchemy import func, or_, select
 from wtforms import BooleanField, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.validators import AnyOf, DataRequired, Length
 
+from services.common import audit
 from services.common.models import TimelineEntry
 from services.common.reference import CATEGORIES, DISTRICTS
 from services.common.web.app import CHINA_TZ
@@ -127,6 +128,7 @@ def publish_typical_case(service, case_no: str, title: str, category: str, summa
         row = TypicalCase(case_no=case_no, title=title, district=case.district, category=category,
                           summary=summary, published_at=service.clock.now(), published_by=actor)
         uow.add(row)
+        audit.record(uow, actor, "intake.typical_publish", case_no, category=category)
         uow.commit()
         return row
 
@@ -138,6 +140,7 @@ def unpublish_typical_case(service, typical_id: int, actor: str):
         row = uow.session.get(TypicalCase, typical_id)
         if row is not None and row.unpublished_at is None:
             row.unpublished_at, row.unpublished_by = service.clock.now(), actor
+            audit.record(uow, actor, "intake.typical_unpublish", row.case_no, typical_id=typical_id)
             uow.commit()
         return row
 
@@ -149,6 +152,7 @@ def publish_notice(service, title: str, body: str, district: str, actor: str) ->
         row = Notice(title=title.strip(), body=body.strip(), district=district or "",
                      published_at=service.clock.now(), published_by=actor)
         uow.add(row)
+        audit.record(uow, actor, "intake.notice_publish", None, district=district or "all")
         uow.commit()
         return row
 
@@ -158,6 +162,7 @@ def withdraw_notice(service, notice_id: int, actor: str):
         row = uow.session.get(Notice, notice_id)
         if row is not None and row.withdrawn_at is None:
             row.withdrawn_at, row.withdrawn_by = service.clock.now(), actor
+            audit.record(uow, actor, "intake.notice_withdraw", None, notice_id=notice_id)
             uow.commit()
         return row
 

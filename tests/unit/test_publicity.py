@@ -309,3 +309,16 @@ def test_open311_still_masks_with_the_shared_rule(app, intake):
         assert secret not in record["description"]
     with intake.uow() as uow:
         assert uow.session.get(CitizenRequest, case_no).description == DESCRIPTION  # stored as typed
+
+
+def test_publishing_and_withdrawing_are_audited(build_service):
+    from sqlalchemy import select
+
+    from services.common.models import AuditEntry
+    from services.intake import publicity
+    intake = build_service("intake")
+    notice = publicity.publish_notice(intake, "停水通知", "明日9时至17时海州区部分小区停水", "210902", "operator")
+    publicity.withdraw_notice(intake, notice.id, "operator")
+    with intake.uow() as uow:
+        actions = [(a.actor, a.action) for a in uow.session.scalars(select(AuditEntry).order_by(AuditEntry.id))]
+    assert actions == [("operator", "intake.notice_publish"), ("operator", "intake.notice_withdraw")]
