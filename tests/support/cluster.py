@@ -5,6 +5,9 @@
 PostgreSQL and RabbitMQ, each service on its own port.
 Both expose ``url(service, path)``, ``fzt(...)`` (the CLI with the cluster's environment)
 and ``token(service, user)``; logs go to ``<var_dir>/logs``.
+``restart(name)`` re-spawns one process with the arguments it was started with and waits
+until it is ready again (fault tests kill -9 and restart); ``FourProcessCluster.query`` reads
+a service's database directly and ``queue_depths`` counts ready messages per queue.
 """
 from __future__ import annotations
 
@@ -78,6 +81,28 @@ class Cluster:
             os.killpg(process.pid, sig)
             process.wait(15)
 
+    def restart(self, name: str, timeout: float = 60.0) -> subprocess.Popen:
+        """Start ``name`` again with the arguments it was started with (killing it first if it
+        still runs) and wait until it is ready: ``_ready(name, log_offset)``."""
+        old = self.processes[name]
+        if old.poll() is None:
+            self.kill(name)
+        log = self.logs / f"{name}.log"
+        offset = log.stat().st_size if log.exists() else 0
+        process = self.spawn(name, *old.args[len(FZT):])
+
+        def ready():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode} on restart:\n"
+                                   f"{self.log_text(name)[offset:][-3000:]}")
+            return self._ready(name, offset)
+        wait_until(ready, timeout, f"{name} to be ready after a restart", interval=0.05)
+        return process
+
+    def _ready(self, name: str, log_offset: int) -> bool:
+        """Whether process ``name`` serves again; its log from ``log_offset`` on is this run's."""
+        return True
+
     def stop(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:
@@ -131,6 +156,10 @@ class FourProcessCluster(Cluster):
         super().__init__(var_dir, {"FZT_BROKER_URL": broker_url, "FZT_BUS_PREFIX": bus_prefix,
                                    **db_env, **(env or {})})
         self.ports = {service: free_port() for service in SERVICES}
+        self.database_urls = dict(database_urls)
+        self.broker_url = broker_url
+        self.bus_prefix = bus_prefix
+        self._engines: dict = {}
 
     def url(self, service: str, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.ports[service]}/{service}{path}"
@@ -148,3 +177,62 @@ class FourProcessCluster(Cluster):
             return all(_healthy(self.url(s, "/healthz")) for s in SERVICES) and all(
                 "worker running" in self.log_text(f"{s}-worker") for s in SERVICES)
         wait_until(up, 90, "four services and their workers")
+
+    def _ready(self, name: str, log_offset: int) -> bool:
+        service, kind = name.rsplit("-", 1)
+        if kind == "worker":
+            with open(self.logs / f"{name}.log", "rb") as log:
+                log.seek(log_offset)
+                return b"worker running" in log.read()
+        return _healthy(self.url(service, "/healthz"))
+
+    def engine(self, service: str):
+        """A SQLAlchemy engine on ``service``'s database (no pool: nothing lingers)."""
+        if service not in self._engines:
+            from sqlalchemy import create_engine
+            from sqlalchemy.pool import NullPool
+            self._engines[service] = create_engine(self.database_urls[service], poolclass=NullPool)
+        return self._engines[service]
+
+    def query(self, service: str, sql: str, **params) -> list:
+        """Rows of ``sql`` (text, ``:name`` parameters) on ``service``'s database."""
+        from sqlalchemy import text
+        with self.engine(service).connect() as conn:
+            return list(conn.execute(text(sql), params))
+
+    def scalar(self, service: str, sql: str, **params):
+        rows = self.query(service, sql, **params)
+        return rows[0][0] if rows else None
+
+    def count_rows(self, table: str, where: str = "TRUE", **params) -> dict:
+        """``{service: count(*) of table where …}`` over the four databases."""
+        return {s: self.scalar(s, f"SELECT count(*) FROM {table} WHERE {where}", **params)
+                for s in SERVICES}
+
+    def queue_depths(self, suffixes=("", ".dead")) -> dict:
+        """Ready messages per queue ``<prefix>.<service><suffix>`` and ``<prefix>.unrouted``
+        (passive declare: a queue never declared counts as absent, None). Unacknowledged
+        messages a consumer holds are not counted."""
+        import pika
+
+        from services.common.bus.deadletters import pika_parameters
+        names = [f"{self.bus_prefix}.{s}{x}" for s in SERVICES for x in suffixes]
+        names.append(f"{self.bus_prefix}.unrouted")
+        depths = {}
+        connection = pika.BlockingConnection(pika_parameters(self.broker_url))
+        try:
+            for name in names:
+                channel = connection.channel()
+                try:
+                    depths[name] = channel.queue_declare(name, passive=True).method.message_count
+                    channel.close()
+                except pika.exceptions.ChannelClosedByBroker:
+                    depths[name] = None  # 404: never declared
+        finally:
+            connection.close()
+        return depths
+
+    def dispose(self) -> None:
+        for engine in self._engines.values():
+            engine.dispose()
+        self._engines.clear()
