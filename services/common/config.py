@@ -36,6 +36,13 @@ class Settings:
     # Keys that may POST Open311 requests (FZT_OPEN311_API_KEYS, comma-separated); none =
     # the documented development key outside production, and no POST at all in production.
     open311_api_keys: tuple[str, ...] = ()
+    # Uploaded files (docs/uploads.md): a content-addressed store shared by every service
+    # (None = <var_dir>/blobs), and the limits per file and per form.
+    blob_dir: Path | None = None
+    upload_photo_max_bytes: int = 5 * 1024 * 1024
+    upload_max_photos: int = 4
+    upload_attachment_max_bytes: int = 10 * 1024 * 1024
+    upload_max_attachments: int = 3
 
     @property
     def production(self) -> bool:
@@ -44,6 +51,10 @@ class Settings:
     @property
     def log_json(self) -> bool:
         return self.log_format == "json" or (not self.log_format and self.production)
+
+    @property
+    def blob_root(self) -> Path:
+        return self.blob_dir or self.var_dir / "blobs"
 
     def database_url_for(self, service: str) -> str:
         if service in self.database_urls:
@@ -73,6 +84,11 @@ def from_env(environ=os.environ, **overrides) -> Settings:
         hotline_exchange=environ.get("FZT_HOTLINE_EXCHANGE", "hotline12345"),
         open311_api_keys=tuple(k.strip() for k in environ.get("FZT_OPEN311_API_KEYS", "").split(",")
                                if k.strip()),
+        blob_dir=Path(environ["FZT_BLOB_DIR"]) if environ.get("FZT_BLOB_DIR") else None,
+        upload_photo_max_bytes=int(environ.get("FZT_UPLOAD_PHOTO_MAX_BYTES", 5 * 1024 * 1024)),
+        upload_max_photos=int(environ.get("FZT_UPLOAD_MAX_PHOTOS", 4)),
+        upload_attachment_max_bytes=int(environ.get("FZT_UPLOAD_ATTACHMENT_MAX_BYTES", 10 * 1024 * 1024)),
+        upload_max_attachments=int(environ.get("FZT_UPLOAD_MAX_ATTACHMENTS", 3)),
     )
     values.update(overrides)
     settings = Settings(**values)
