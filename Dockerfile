@@ -30,10 +30,12 @@ ENV FZT_BPMN_DIR=/app/bpmn \
     FZT_HOLIDAY_DIR=/app/data/holidays \
     FZT_VAR_DIR=/app/var
 
+# /app/var/blobs is created here, owned by fzt: a named volume mounted on it (compose's
+# "blobs", the uploads of every service) starts as a copy of it, owner included.
 RUN groupadd --system --gid 10001 fzt \
     && useradd --system --uid 10001 --gid fzt --home-dir /app --no-create-home --shell /usr/sbin/nologin fzt \
-    && mkdir -p /app/var \
-    && chown fzt:fzt /app/var
+    && mkdir -p /app/var/blobs \
+    && chown -R fzt:fzt /app/var
 USER fzt
 
 EXPOSE 8001 8002 8003 8004

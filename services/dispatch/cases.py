@@ -8,12 +8,14 @@ in the same transaction as the change.
 """
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import String, cast, func, select
 
 from services.common import audit
 from services.common.models import TimelineEntry, WorkflowInstance, WorkItem
 from services.common.reference import DEPARTMENTS
 from services.common.workflow.runtime import TaskNotFound
+
+from . import files
 
 # User task (BPMN id) -> the role that works it; the admin may act everywhere.
 TASK_ROLES = {
@@ -90,9 +92,10 @@ def counts(service, district=None, department=None) -> dict:
         return dict(uow.session.execute(query).all())
 
 
-def _act(service, user, case_no, task_name, data, expected_version=None, note="", act="", **detail):
+def _act(service, user, case_no, task_name, data, expected_version=None, note="", act="", also=None, **detail):
     """Complete the case's ``task_name`` task; the audit entry ``dispatch.<act>`` (with
-    ``detail``; ``act`` defaults to the data's ``action`` or the task) commits with it."""
+    ``detail``; ``act`` defaults to the data's ``action`` or the task) commits with it, and
+    so does whatever ``also(uow)`` adds (attachments)."""
     with service.uow() as uow:
         item = uow.session.scalars(select(WorkItem).where(
             WorkItem.case_no == case_no, WorkItem.task_name == task_name)).first()
@@ -107,6 +110,8 @@ def _act(service, user, case_no, task_name, data, expected_version=None, note=""
                                      expected_version=expected_version, note=note, audited=True)
         except TaskNotFound:  # completed by someone else between our read and our write
             raise NoSuchTask(f"案件 {case_no} 已被他人处理，请刷新") from None
+        if also is not None:
+            also(uow)
         audit.record(uow, user, f"dispatch.{act or data.get('action') or task_name}", case_no, **detail)
         uow.commit()
 
@@ -232,9 +237,31 @@ def return_case(service, user, case_no, reason):
          act="return")
 
 
-def reply(service, user, case_no, text):
+def reply(service, user, case_no, text, attachments=()):
+    """办理结果; ``attachments`` (stored references, services/common/uploads.py) go on a
+    staff timeline entry of their own, with the reply's audit entry."""
     text = _text(text, "办理结果", "reply")
-    _act(service, user, case_no, RESOLVE, {"resolve_action": "reply", "reply": text}, note=text, act="reply")
+    _act(service, user, case_no, RESOLVE, {"resolve_action": "reply", "reply": text}, note=text, act="reply",
+         also=_attachments(service, user, case_no, attachments, "办理结果附件"),
+         **_attachment_detail(attachments))
+
+
+def _attachments(service, user, case_no, refs, title):
+    """``also`` for ``_act``: a staff timeline entry naming the files, the files on it."""
+    if not refs:
+        return None
+
+    def add(uow):
+        entry = TimelineEntry(case_no=case_no, at=service.clock.now(), title=title, public=False,
+                              detail="、".join(r["filename"] for r in refs), actor=files.uploader(user))
+        uow.add(entry)
+        files.attach(service, uow, user, case_no, refs, entry)
+    return add
+
+
+def _attachment_detail(refs):
+    """Audit detail: which blobs (by key; names are free text and stay out of the log)."""
+    return {"attachments": [r["sha256"] for r in refs]} if refs else {}
 
 
 def request_extension(service, user, case_no, days, reason):
@@ -311,8 +338,9 @@ def may_note(user, record) -> bool:
     return user.role in ("dispatcher", "chief", "admin")
 
 
-def add_note(service, user, case_no, text):
-    """办理记录 / 协办意见: a staff-only timeline entry, not a step of the process."""
+def add_note(service, user, case_no, text, attachments=()):
+    """办理记录 / 协办意见: a staff-only timeline entry, not a step of the process, with the
+    ``attachments`` (stored references) hung on it."""
     text = _text(text, "办理记录", "text", 1000)
     record = case_record(service, case_no)
     if record is None:
@@ -322,10 +350,29 @@ def add_note(service, user, case_no, text):
     co_handler = user.role == "handler" and user.department in record["data"].get("co_departments", [])
     actor = user.display_name + (f"·{DEPARTMENTS[user.department]}" if user.department in DEPARTMENTS else "")
     with service.uow() as uow:
-        uow.add(TimelineEntry(case_no=case_no, at=service.clock.now(), title="协办意见" if co_handler else "办理记录",
-                              detail=text, actor=actor, public=False))
-        audit.record(uow, user, "dispatch.note", case_no)
+        entry = TimelineEntry(case_no=case_no, at=service.clock.now(), title="协办意见" if co_handler else "办理记录",
+                              detail=text, actor=actor, public=False)
+        uow.add(entry)
+        if attachments:
+            files.attach(service, uow, user, case_no, attachments, entry)
+        audit.record(uow, user, "dispatch.note", case_no, **_attachment_detail(attachments))
         uow.commit()
+
+
+CO_HANDLED_TASKS = (ACCEPT, RESOLVE, APPROVE_EXTENSION)
+
+
+def co_handled(service, department, limit=200):
+    """协办案件: open cases that ``department`` helps on (not leads), oldest first, with the
+    total. The work items' summary names the co-handlers; the text match only narrows the
+    rows read, the exact check is on the parsed list."""
+    with service.uow() as uow:
+        rows = uow.session.scalars(select(WorkItem).where(
+            WorkItem.task_name.in_(CO_HANDLED_TASKS),
+            cast(WorkItem.summary, String).like(f'%"{department}"%'))
+            .order_by(WorkItem.created_at)).all()
+    items = [i for i in rows if department in (i.summary.get("co_departments") or []) and i.department != department]
+    return items[:limit], len(items)
 
 
 def item_json(item):

@@ -1,6 +1,7 @@
 """Web forms for dispatch's user tasks. ``FORMS`` maps each user task of bpmn/dispatch.bpmn
 (BPMN id) to its form; deploying a diagram with a user task that has no form is refused."""
 from flask_wtf import FlaskForm
+from flask_wtf.file import MultipleFileField
 from wtforms import (HiddenField, IntegerField, RadioField, SelectField, SelectMultipleField, StringField,
                      TextAreaField)
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
@@ -71,9 +72,15 @@ class ReturnForm(CaseForm):
         DataRequired("请填写退回理由"), Length(max=500, message="不超过500个字")])
 
 
+def _attachments():
+    # Checked by content when the act runs (services/common/uploads.py), not here.
+    return MultipleFileField("附件（可选：图片或 PDF）")
+
+
 class ReplyForm(CaseForm):
     reply = TextAreaField("办理结果（答复诉求人）", validators=[
         DataRequired("请填写办理结果"), Length(max=2000, message="不超过2000个字")])
+    attachments = _attachments()
 
 
 class ExtensionForm(CaseForm):
@@ -104,6 +111,7 @@ class BulkAssignForm(FlaskForm):
 class NoteForm(CaseForm):
     """办理记录 / 协办意见: not a step of the process, so not in FORMS."""
     text = TextAreaField("办理记录", validators=[DataRequired("请填写办理记录"), Length(max=1000, message="不超过1000个字")])
+    attachments = _attachments()
 
 
 FORMS = {

@@ -1,7 +1,8 @@
 """The dispatch service: routing each case to the department that must solve it."""
-from services.common.service import Listeners, ServiceDefinition
+from services.common.service import ServiceDefinition
 from services.common.workflow.handlers import HandlerRegistry
 
+from .files import listeners
 from .forms import FORMS
 
 
@@ -11,7 +12,7 @@ def _blueprints():
 
 
 definition = ServiceDefinition(
-    name="dispatch", title="分拨办理", service_tasks=HandlerRegistry(), listeners=Listeners(),
+    name="dispatch", title="分拨办理", service_tasks=HandlerRegistry(), listeners=listeners,
     forms=FORMS, blueprints=_blueprints, home_endpoint="dispatch.start",
     summary_keys=("description", "category", "suggested_department", "channel", "submitted_at",
                   "location", "department_name", "co_departments", "key_case", "fallback",

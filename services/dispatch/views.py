@@ -16,12 +16,13 @@ from flask import (Blueprint, Response, abort, current_app, flash, redirect, ren
                    url_for)
 from flask_login import current_user, login_required
 
-from services.common import audit
+from services.common import audit, uploads
+from services.common.blobs import store_for
 from services.common.reference import DEPARTMENTS, DISTRICTS
 from services.common.web.auth import roles_required
 from services.common.workflow.runtime import Conflict, TaskNotFound
 
-from . import cases
+from . import cases, files
 from .forms import (AcceptForm, AssignForm, BulkAssignForm, MergeForm, ChiefForm, ClaimForm, DesignateForm, ExtensionDecisionForm,
                     ExtensionForm, InstructForm, MediationForm, NoteForm, PoolForm, RejectForm, ReplyForm,
                     ReturnForm)
@@ -55,11 +56,12 @@ class Act:
     run: Callable                   # (service, user, case_no, form) -> None
     done: Callable                  # (case_no, form) -> the success message
     field: str | None = None        # where a cases.Invalid message is shown
+    files: bool = False             # takes attachments: run gets their stored references too
 
 
 ACTS = {
-    "note": Act(None, NoteForm, lambda s, u, n, f: cases.add_note(s, u, n, f.text.data),
-                lambda n, f: "办理记录已添加", "text"),
+    "note": Act(None, NoteForm, lambda s, u, n, f, a: cases.add_note(s, u, n, f.text.data, a),
+                lambda n, f: "办理记录已添加", "text", files=True),
     "assign": Act(cases.ASSIGN, AssignForm,
                   lambda s, u, n, f: cases.assign(s, u, n, f.department.data, f.co_departments.data),
                   lambda n, f: f"案件 {n} 已交办{DEPARTMENTS[f.department.data]}{_co(f)}", "department"),
@@ -87,8 +89,8 @@ ACTS = {
                   lambda n, f: f"已受理案件 {n}，办结后请填写办理结果"),
     "return": Act(cases.ACCEPT, ReturnForm, lambda s, u, n, f: cases.return_case(s, u, n, f.reason.data),
                   lambda n, f: f"案件 {n} 已退回分拨员", "reason"),
-    "reply": Act(cases.RESOLVE, ReplyForm, lambda s, u, n, f: cases.reply(s, u, n, f.reply.data),
-                 lambda n, f: f"案件 {n} 的办理结果已提交，诉求人可查看", "reply"),
+    "reply": Act(cases.RESOLVE, ReplyForm, lambda s, u, n, f, a: cases.reply(s, u, n, f.reply.data, a),
+                 lambda n, f: f"案件 {n} 的办理结果已提交，诉求人可查看", "reply", files=True),
     "extend": Act(cases.RESOLVE, ExtensionForm,
                   lambda s, u, n, f: cases.request_extension(s, u, n, f.days.data, f.reason.data),
                   lambda n, f: f"案件 {n} 已申请延期{f.days.data}个工作日，待分拨员审批；审批前暂不能提交办理结果",
@@ -272,10 +274,13 @@ def inbox():
     # Cases waiting for the dispatcher's decision on an extension: not the department's work
     # right now, but it must not look as if they had vanished.
     waiting, waiting_total = cases.queue(service, cases.APPROVE_EXTENSION, department=department)
+    # 协办案件: cases another department leads and this one helps on (a note with attachments).
+    co_handled, co_total = cases.co_handled(service, department) if department else ([], 0)
     forms = {i.case_no: blank_form("accept", i.case_no) for i in to_accept}
     return render_template("dispatch/inbox.html", to_accept=to_accept, accept_total=accept_total,
                            in_progress=in_progress, resolve_total=resolve_total, waiting=waiting,
-                           waiting_total=waiting_total, forms=forms, department=department)
+                           waiting_total=waiting_total, co_handled=co_handled, co_total=co_total,
+                           forms=forms, department=department)
 
 
 # -- the case page ---------------------------------------------------------------------
@@ -319,8 +324,12 @@ def _render_case(record, case_no, forms, status=200, revealed=False):
     if current_user.role == "handler" and "claim" in forms:
         back = "dispatch.pool"
     trail = audit.for_case(_service(), case_no) if current_user.role in audit.AUDIT_ROLES else None
+    case_files = files.for_case(_service(), case_no)
     return render_template("dispatch/case.html", record=record, data=record["data"], case_no=case_no,
                            forms=forms, back=back, back_title=BACK_TITLES[back],
+                           photos=[f for f in case_files if f.kind == files.PHOTO],
+                           attachments=[f for f in case_files if f.kind == files.ATTACHMENT],
+                           attachment_policy=uploads.attachment_policy(_service().settings),
                            refusal=_extension_refusal(record), revealed=revealed, trail=trail,
                            may_reveal=cases.may_reveal(current_user, record)), status
 
@@ -355,6 +364,19 @@ def reveal(case_no):
     shown = [f for f in ("name", "phone") if record["data"].get(f)]
     audit.record_now(_service(), current_user, "pii.reveal", case_no, fields=shown)
     return _render_case(record, case_no, _forms_for(record, case_no), revealed=True)
+
+
+@bp.get("/cases/<case_no>/files/<sha256>")
+@login_required
+def case_file(case_no, sha256):
+    """A photo or attachment of the case (``?thumbnail=1``: its small version), for those
+    who may read the case; a key that is not this case's file is 404 (docs/uploads.md)."""
+    _record_or_abort(case_no)
+    found = files.find(_service(), case_no, sha256)
+    if found is None:
+        abort(404)
+    thumbnail = request.args.get("thumbnail") == "1" and found.thumbnail_sha256
+    return uploads.send_blob(store_for(_service().settings), thumbnail or found.sha256, found.filename)
 
 
 @bp.get("/cases/<case_no>/diagram.bpmn")
@@ -425,8 +447,17 @@ def _perform(case_no, act_name):
             field.errors = [_chinese_choice_error(field, e) for e in field.errors]
         errors = [e for field in form for e in field.errors]
         return refuse("；".join(errors) or "提交无效，请刷新页面后重试")
+    stored = ()
+    if act.files:
+        try:  # every file is checked before any is stored or the act runs
+            checked = uploads.read_uploads(form.attachments.data or [],
+                                           uploads.attachment_policy(_service().settings))
+        except uploads.UploadRejected as err:
+            form.attachments.errors = [str(err)]
+            return refuse(str(err))
+        stored = (uploads.store_uploads(store_for(_service().settings), checked),)
     try:
-        act.run(_service(), current_user, case_no, form)
+        act.run(_service(), current_user, case_no, form, *stored)
     except (cases.NoSuchTask, TaskNotFound) as err:
         message = str(err) if isinstance(err, cases.NoSuchTask) else \
             f"案件 {case_no} 已被他人处理，请查看最新情况"

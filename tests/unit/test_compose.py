@@ -20,7 +20,7 @@ from werkzeug.test import Client
 from services.common import config
 from services.common.cli import main
 from services.common.config import DEFAULT_PORTS, SERVICES
-from services.common.web.app import MAX_UPLOAD_BYTES
+from services.common.uploads import request_limit
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -371,6 +371,22 @@ def test_data_lives_in_named_volumes(compose, services):
     assert services["rabbitmq"].get("hostname")
 
 
+def test_every_app_container_shares_one_blob_store(compose, app_containers):
+    """Uploads are written by intake and dispatch and referenced in messages: every service
+    must see the same store, on a named volume (docs/uploads.md)."""
+    sources = set()
+    for name, svc in app_containers.items():
+        root = str(config.from_env(container_env(svc)).blob_root)
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in svc.get("volumes") or []}
+        assert root in mounts, f"{name}: nothing mounted at its blob store {root}"
+        assert mounts[root] in compose["volumes"], f"{name}: the blob store is not a named volume"
+        sources.add(mounts[root])
+    assert len(sources) == 1, f"services use different blob stores: {sorted(sources)}"
+    # the image creates the directory for its non-root user, so the new volume is writable
+    runs = " ".join(rest for keyword, rest in dockerfile_instructions() if keyword == "RUN")
+    assert f"mkdir -p {root}" in runs and "chown -R fzt:fzt" in runs
+
+
 def test_env_vars_are_ones_the_config_reads(app_containers):
     known = config_keys()
     assert {"FZT_ENV", "FZT_DATABASE_URL", "FZT_BROKER_URL", "FZT_SECRET_KEY",
@@ -520,4 +536,4 @@ def test_nginx_body_limit_matches_the_apps():
     size = found[1][0].lower()
     units = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
     number = int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
-    assert number == MAX_UPLOAD_BYTES
+    assert number == request_limit(config.from_env({}))

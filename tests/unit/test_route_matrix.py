@@ -131,6 +131,8 @@ RULES = {
         # a 海州区 case waiting for 交办: its district's dispatcher, supervisors (read only) and admin
         ("dispatch.case", "GET"): Rule(only("dispatcher", "supervisor")),
         ("dispatch.case_diagram", "GET"): Rule(only("dispatcher", "supervisor")),
+        # a photo or attachment of the case: whoever reads the case (404 if not its file)
+        ("dispatch.case_file", "GET"): Rule(only("dispatcher", "supervisor")),
         # 显示完整号码 (audited): whoever reads the case, except supervisors (masked only)
         ("dispatch.reveal", "POST"): Rule(only("dispatcher")),
         # supervisors read the case, so the empty placeholder post is sent back to it; a valid
@@ -256,7 +258,7 @@ def make_mediation_case(mediation, case_no):
 
 # URL arguments every app may use; ``case_no`` (and Open311's ``token``) come from the
 # real case each service gets in ``placeholders``. A new argument name needs an entry here.
-URL_VALUES = {"filename": "fzt.css", "act": "reject", "fmt": "json", "service_code": "housing",
+URL_VALUES = {"filename": "fzt.css", "sha256": "0" * 64, "act": "reject", "fmt": "json", "service_code": "housing",
               "rest": "no-such-resource", "instance_id": 999999, "typical_id": 999999, "notice_id": 999999}
 
 

@@ -27,6 +27,21 @@ class Body(Schema):
     summary = fields.String(load_default="", validate=validate.Length(max=2000))
 
 
+class BlobRef(Schema):
+    """A file in the shared blob store (docs/uploads.md): the receiver serves it only if its
+    own case data references it. ``filename`` is for display only, already sanitised."""
+    class Meta:
+        unknown = EXCLUDE
+
+    sha256 = fields.String(required=True, validate=validate.Regexp(r"^[0-9a-f]{64}$"))
+    content_type = fields.String(required=True, validate=validate.OneOf(
+        ["image/jpeg", "image/png", "image/webp", "application/pdf"]))
+    size = fields.Integer(required=True, validate=validate.Range(min=1))
+    filename = fields.String(required=True, validate=validate.Length(min=1, max=120))
+    thumbnail_sha256 = fields.String(load_default=None, allow_none=True,
+                                     validate=validate.Regexp(r"^[0-9a-f]{64}$"))
+
+
 class CaseSubmitted(Body):
     district = fields.String(required=True, validate=validate.Length(equal=6))
     name = fields.String(required=True, validate=validate.Length(min=1, max=50))
@@ -36,6 +51,8 @@ class CaseSubmitted(Body):
     channel = fields.String(required=True, validate=validate.Length(max=30))
     location = fields.String(load_default="", validate=validate.Length(max=200))
     submitted_at = fields.String(required=True)
+    # The citizen's photos (docs/uploads.md); optional, so a body without them stays valid.
+    photos = fields.List(fields.Nested(BlobRef), load_default=list, validate=validate.Length(max=20))
 
 
 class CaseAssigned(Body):

@@ -20,13 +20,12 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ..observability import bind_case, metrics_for, readiness_response, unbind
 from ..reference import CATEGORIES, CHANNELS, DEPARTMENTS, DISTRICTS
-from .. import audit
+from .. import audit, uploads
 from . import auth, ops, privacy, security
 
 csrf = CSRFProtect()
 log = logging.getLogger(__name__)
 
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 CHINA_TZ = timezone(timedelta(hours=8))
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -45,7 +44,6 @@ def create_app(service, test_config: dict | None = None) -> Flask:
     app.jinja_loader.searchpath.append(str(TEMPLATES))
     app.config.update(
         SECRET_KEY=service.settings.secret_key,
-        MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES,
         SESSION_COOKIE_NAME=f"fzt_{service.name}",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -69,6 +67,7 @@ def create_app(service, test_config: dict | None = None) -> Flask:
     app.register_blueprint(ops.bp)
     audit.init_app(app, service)  # /audit pages, request address for entries: docs/security.md
     privacy.init_app(app)  # mask_phone, mask_name filters
+    uploads.init_app(app, service.settings)  # body limit (413), docs/uploads.md
     for blueprint in definition.blueprints():
         app.register_blueprint(blueprint)
 

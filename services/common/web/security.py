@@ -4,7 +4,8 @@
 looks as it does, is in docs/security.md. A view that needs something else (a different
 CSP for one page, say) sets the header itself: headers already on the response are kept,
 except ``Cache-Control`` on non-static responses, which is always ``no-store`` — staff pages
-and API answers carry personal data and must not stay in a browser's or proxy's cache.
+and API answers carry personal data and must not stay in a browser's or proxy's cache —
+unless the view set a ``private`` one (served uploads, which revalidate every time).
 """
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ def init_app(app: Flask, production: bool = False) -> None:
         if production and request.is_secure:
             response.headers.setdefault("Strict-Transport-Security", HSTS)
         endpoint = request.endpoint or ""
-        if endpoint != "static" and not endpoint.endswith(".static"):
+        # A served upload sets "private, no-cache" itself (services/common/uploads.py): the
+        # browser may keep it but must ask again, so the scope check runs on every view.
+        private = response.headers.get("Cache-Control", "").startswith("private")
+        if endpoint != "static" and not endpoint.endswith(".static") and not private:
             response.headers["Cache-Control"] = "no-store"
         return response
