@@ -99,6 +99,15 @@ def delete_topology(conn, prefix):
                 pass
 
 
+def _unthrottled():
+    from services.common.config import RateLimitSettings
+    high = "100000/hour"
+    return RateLimitSettings(submit_ip=high, submit_phone=high, lookup_ip=high, login_ip=high)
+
+
+UNTHROTTLED = _unthrottled()
+
+
 @pytest.fixture
 def build_service(tmp_path):
     """Factory for a migrated, deployed Service on test settings (SQLite + memory bus by default)."""
@@ -107,6 +116,8 @@ def build_service(tmp_path):
     from services.common.platform import load_service, prepare
 
     def build(name, database_url=None, broker_url=None, prefix=None, clock=None, **overrides):
+        # Limits on, but out of reach: tests of the limits pass their own (low) ones.
+        overrides.setdefault("rate_limits", UNTHROTTLED)
         settings = from_env({}, env="test", var_dir=tmp_path,
                             database_urls={name: database_url or f"sqlite:///{tmp_path}/{name}.db"},
                             broker_url=broker_url or "memory://localhost//",

@@ -41,12 +41,14 @@ ACTIONS = {
     "dispatch.claim": "认领", "dispatch.instruct": "首席批示", "dispatch.accept": "受理",
     "dispatch.return": "退回", "dispatch.reply": "提交办理结果", "dispatch.extend": "申请延期",
     "dispatch.decide_extension": "延期审批", "dispatch.note": "办理记录", "dispatch.merge": "并案",
+    "dispatch.duplicate_dismissed": "排除疑似重复",
     "mediation.mediate": "调解", "supervision.urge": "催办",
     "auth.login": "登录成功", "auth.login_failed": "登录失败", "auth.login_locked": "登录被拒（账号锁定）",
     "auth.logout_all": "退出所有设备", "pii.reveal": "查看个人信息", "audit.export": "导出审计日志",
 }
 DETAIL_NAMES = {"department": "部门", "co_departments": "协办部门", "bulk": "批量", "approved": "同意",
-                "days": "天数", "fields": "查看", "task": "环节", "filters": "条件"}
+                "days": "天数", "fields": "查看", "task": "环节", "filters": "条件",
+                "candidates": "疑似重复案件"}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,50 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
+class RateLimitSettings:
+    """Limits on public endpoints (docs/security.md, "Rate limits"), in the notation of the
+    ``limits`` library: "30/hour", "10 per hour;50/day". Counted in the service's database,
+    so they hold across all its web processes; ``enabled=False`` turns every one off."""
+
+    enabled: bool = True  # FZT_RATE_LIMIT_ENABLED
+    submit_ip: str = "30/hour"  # FZT_RATE_LIMIT_SUBMIT_IP: submissions per client address, all channels
+    submit_phone: str = "10/hour"  # FZT_RATE_LIMIT_SUBMIT_PHONE: stored submissions per phone number
+    lookup_ip: str = "100/hour"  # FZT_RATE_LIMIT_LOOKUP_IP: tracking lookups per client address
+    login_ip: str = "30/hour"  # FZT_RATE_LIMIT_LOGIN_IP: failed logins per client address, any user
+
+
+@dataclass(frozen=True)
+class DuplicateSettings:
+    """When dispatch flags a new case as a possible duplicate of an open one of the same
+    district (docs/duplicates.md); FZT_DUPLICATE_<FIELD>."""
+
+    window_days: int = 30  # open cases submitted this recently are compared
+    text_threshold: float = 0.5  # character-bigram similarity that alone flags
+    location_text_threshold: float = 0.2  # similarity that flags at the same or a near place
+    scan_limit: int = 200  # most recent open cases of the district compared by text
+    cell_degrees: float = 0.002  # grid cell of a map point (~200 m); neighbours count as near
+    max_candidates: int = 5  # flags kept per case, most similar first
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """The e-mail notifier (services/intake/notify.py; docs/satisfaction.md); off unless
+    ``host`` is set (FZT_SMTP_HOST, _PORT, _USER, _PASSWORD, _FROM, _STARTTLS, _TIMEOUT)."""
+
+    host: str = ""
+    port: int = 25
+    user: str = ""
+    password: str = ""
+    sender: str = "阜政通 <noreply@fzt.example>"  # FZT_SMTP_FROM
+    starttls: bool = False
+    timeout: float = 10.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.host)
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str = "development"  # development | test | production
     var_dir: Path = REPO_ROOT / "var"
@@ -36,6 +80,8 @@ class Settings:
     # Keys that may POST Open311 requests (FZT_OPEN311_API_KEYS, comma-separated); none =
     # the documented development key outside production, and no POST at all in production.
     open311_api_keys: tuple[str, ...] = ()
+    rate_limits: RateLimitSettings = RateLimitSettings()
+    duplicates: DuplicateSettings = DuplicateSettings()
     # Uploaded files (docs/uploads.md): a content-addressed store shared by every service
     # (None = <var_dir>/blobs), and the limits per file and per form.
     blob_dir: Path | None = None
@@ -84,6 +130,8 @@ def from_env(environ=os.environ, **overrides) -> Settings:
         hotline_exchange=environ.get("FZT_HOTLINE_EXCHANGE", "hotline12345"),
         open311_api_keys=tuple(k.strip() for k in environ.get("FZT_OPEN311_API_KEYS", "").split(",")
                                if k.strip()),
+        rate_limits=_rate_limits_from_env(environ),
+        duplicates=_duplicates_from_env(environ),
         blob_dir=Path(environ["FZT_BLOB_DIR"]) if environ.get("FZT_BLOB_DIR") else None,
         upload_photo_max_bytes=int(environ.get("FZT_UPLOAD_PHOTO_MAX_BYTES", 5 * 1024 * 1024)),
         upload_max_photos=int(environ.get("FZT_UPLOAD_MAX_PHOTOS", 4)),
@@ -97,3 +145,20 @@ def from_env(environ=os.environ, **overrides) -> Settings:
     if settings.log_format not in ("", "json", "text"):
         raise RuntimeError(f"FZT_LOG_FORMAT must be json or text, not {settings.log_format!r}")
     return settings
+
+def _rate_limits_from_env(environ) -> RateLimitSettings:
+    defaults = RateLimitSettings()
+    enabled = environ.get("FZT_RATE_LIMIT_ENABLED", "true").strip().lower() not in ("0", "false", "no", "off")
+    return RateLimitSettings(enabled=enabled, **{
+        name: environ.get(f"FZT_RATE_LIMIT_{name.upper()}", getattr(defaults, name)).strip()
+        for name in ("submit_ip", "submit_phone", "lookup_ip", "login_ip")})
+
+
+def _duplicates_from_env(environ) -> DuplicateSettings:
+    defaults = DuplicateSettings()
+    try:
+        return DuplicateSettings(**{
+            name: type(getattr(defaults, name))(environ.get(f"FZT_DUPLICATE_{name.upper()}", getattr(defaults, name)))
+            for name in DuplicateSettings.__dataclass_fields__})
+    except ValueError as err:
+        raise RuntimeError(f"FZT_DUPLICATE_*: {err}") from None

@@ -3,6 +3,7 @@ from services.common.service import ServiceDefinition
 from services.common.workflow.handlers import HandlerRegistry
 
 from .files import listeners
+from .duplicates import register_case
 from .forms import FORMS
 
 
@@ -20,3 +21,5 @@ definition = ServiceDefinition(
                   "extension_days", "extension_reason", "extension_note", "extensions", "resolve_due",
                   "mediation"),
 )
+# 疑似重复: each new case is compared with the open ones as dispatch registers it.
+definition.listeners.on("intake.case_submitted")(register_case)

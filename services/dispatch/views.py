@@ -22,6 +22,9 @@ from services.common.reference import DEPARTMENTS, DISTRICTS
 from services.common.web.auth import roles_required
 from services.common.workflow.runtime import Conflict, TaskNotFound
 
+from . import duplicates
+from .forms import CaseForm
+
 from . import cases, files
 from .forms import (AcceptForm, AssignForm, BulkAssignForm, MergeForm, ChiefForm, ClaimForm, DesignateForm, ExtensionDecisionForm,
                     ExtensionForm, InstructForm, MediationForm, NoteForm, PoolForm, RejectForm, ReplyForm,
@@ -212,7 +215,8 @@ def queue():
              blank_form("decide_extension", i.case_no, decision="approve")
              if i.task_name == cases.APPROVE_EXTENSION else blank_form("designate", i.case_no)
              for i in items}
-    return render_template("dispatch/queue.html", items=items, total=total, forms=forms, counts=counts,
+    dupes = duplicates.flagged(service, [i.case_no for i in items if i.task_name == cases.ASSIGN])
+    return render_template("dispatch/queue.html", items=items, total=total, forms=forms, counts=counts, dupes=dupes,
                            district=district, scoped=scoped, task=task, bulk=BulkAssignForm(formdata=None))
 
 
@@ -352,6 +356,36 @@ BACK_TITLES = {"dispatch.queue": "分拨队列", "dispatch.pool": "认领池", "
 def case(case_no):
     record = _record_or_abort(case_no)
     return _render_case(record, case_no, _forms_for(record, case_no))
+
+
+def _duplicate_forms(record, case_no, forms):
+    """疑似重复 on the case page: while it waits for 交办, its open flags, each candidate with
+    a 并入 form (the merge act, prefilled) when the user may merge."""
+    if not any(i.task_name == cases.ASSIGN for i in record["items"]):
+        return []
+    return [(c, blank_form("merge", case_no, into=c.flag.candidate_no) if "merge" in forms and c.open else None)
+            for c in duplicates.open_flags(_service(), case_no)]
+
+
+@bp.context_processor
+def _duplicates():
+    return {"duplicate_candidates": _duplicate_forms}
+
+
+@bp.post("/cases/<case_no>/duplicates/dismiss")
+@roles_required("dispatcher")
+def dismiss_duplicates(case_no):
+    """不是重复: the flags go away (audited); the case stays in the queue."""
+    _record_or_abort(case_no)
+    form = CaseForm()  # nothing but the case number and the CSRF token
+    if not form.validate_on_submit():
+        abort(400)
+    try:
+        n = duplicates.dismiss(_service(), current_user, case_no, cases.may_work)
+    except PermissionError:
+        abort(403)
+    flash(f"已排除 {n} 条疑似重复提示" if n else "没有待处理的疑似重复提示", "success")
+    return redirect(url_for("dispatch.case", case_no=case_no))
 
 
 @bp.post("/cases/<case_no>/reveal")

@@ -5,8 +5,10 @@ from flask import Blueprint, current_app, jsonify, request
 from marshmallow import ValidationError
 
 from services.common.web.app import csrf_exempt
+from services.common.web.ratelimit import LOOKUP, SUBMIT, limited, replayed
 
-from .requests import RequestSchema, find_request, public_timeline, submit_request
+from . import idempotency
+from .requests import RequestSchema, find_request, public_timeline
 from .views import STATUS_NAMES
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -14,7 +16,14 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 @bp.post("/requests")
 @csrf_exempt
+@limited(SUBMIT, replay=lambda: idempotency.seen(current_app.extensions["fzt"], idempotency.API,
+                                                request.headers.get(idempotency.HEADER)))
 def create_request():
+    """A new request; with an ``Idempotency-Key`` header a retry answers the first case again
+    (same 201 body, header ``Idempotent-Replayed: true``) instead of making a second one."""
+    key = request.headers.get(idempotency.HEADER)
+    if key is not None and not idempotency.valid_key(key):
+        return jsonify(error="invalid_idempotency_key", message=idempotency.KEY_ERROR), 400
     payload = request.get_json(silent=True)
     if payload is None:
         return jsonify(error="invalid_json", message="请求体必须是 JSON 对象"), 400
@@ -22,11 +31,19 @@ def create_request():
         data = RequestSchema().load(payload)
     except ValidationError as err:
         return jsonify(error="validation_failed", message="请检查填写内容", fields=err.messages), 400
-    created = submit_request(current_app.extensions["fzt"], data)
-    return jsonify(case_no=created.case_no, tracking_code=created.tracking_code), 201
+    try:
+        created, again = idempotency.submit_once(current_app.extensions["fzt"], idempotency.API, key, data)
+    except idempotency.KeyReused as err:
+        return jsonify(error="idempotency_key_reused", message=str(err)), 422
+    response = jsonify(case_no=created.case_no, tracking_code=created.tracking_code)
+    if again:
+        replayed()
+        response.headers["Idempotent-Replayed"] = "true"
+    return response, 201
 
 
 @bp.get("/requests/<case_no>")
+@limited(LOOKUP)
 def get_request(case_no):
     service = current_app.extensions["fzt"]
     found = find_request(service, case_no, request.args.get("tracking_code", ""))

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from xml.etree import ElementTree as ET
 
 from flask import Blueprint, Response, current_app, request
+from flask_limiter.errors import RateLimitExceeded
 from marshmallow import ValidationError, validate
 from sqlalchemy import and_, exists, or_, select
 from werkzeug.exceptions import HTTPException
@@ -25,10 +26,12 @@ from werkzeug.exceptions import HTTPException
 from services.common.models import TimelineEntry, WorkflowInstance
 from services.common.reference import CATEGORIES, DEPARTMENTS, DISTRICTS
 from services.common.web.app import csrf_exempt
+from services.common.web.ratelimit import SUBMIT, limited, refusal_message, replayed
 
+from . import idempotency
 from .models import CitizenRequest
 from .privacy import mask_personal
-from .requests import RequestSchema, submit_request
+from .requests import RequestSchema
 
 bp = Blueprint("open311", __name__, url_prefix="/open311/v2")
 log = logging.getLogger(__name__)
@@ -130,8 +133,13 @@ def service_definition(service_code, fmt):
 
 @bp.post(f"/requests.{FORMAT}")
 @csrf_exempt  # no session: the api_key is the credential
+@limited(SUBMIT, replay=lambda: idempotency.seen(_service(), idempotency.OPEN311,
+                                                request.headers.get(idempotency.HEADER)))
 def create_request(fmt):
     service = _service()
+    once = request.headers.get(idempotency.HEADER)  # an extension of ours (docs/open311.md)
+    if once is not None and not idempotency.valid_key(once):
+        raise Open311Error(400, idempotency.KEY_ERROR)
     form = request.form
     key = (form.get("api_key") or request.args.get("api_key") or "").strip()
     if not key:
@@ -162,7 +170,13 @@ def create_request(fmt):
     if problems:
         raise Open311Error(400, *problems)
 
-    created = submit_request(service, data, latitude=latitude, longitude=longitude, media_url=media_url)
+    try:
+        created, again = idempotency.submit_once(service, idempotency.OPEN311, once, data, latitude=latitude,
+                                                 longitude=longitude, media_url=media_url)
+    except idempotency.KeyReused as err:
+        raise Open311Error(422, str(err)) from None
+    if again:
+        replayed()
     return _respond(fmt, "service_requests", [{
         "service_request_id": created.case_no,
         "service_notice": SERVICE_NOTICE.format(case_no=created.case_no),
@@ -225,6 +239,11 @@ def unknown(rest):
 @bp.errorhandler(Open311Error)
 def _open311_error(err):
     return _errors(err.status, *err.descriptions)
+
+
+@bp.errorhandler(RateLimitExceeded)
+def _rate_limited(err):
+    return _errors(429, refusal_message(err))  # Retry-After: added by the limiter
 
 
 @bp.errorhandler(HTTPException)

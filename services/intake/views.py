@@ -1,10 +1,16 @@
 """Citizens' pages: the mobile request form, the confirmation, and status lookup."""
 from __future__ import annotations
 
+import secrets
+
 from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask_limiter.errors import RateLimitExceeded
 from marshmallow import ValidationError
 
-from .requests import RequestSchema, find_request, public_timeline, submit_request
+from services.common.web.ratelimit import LOOKUP, SUBMIT, limited, refusal_message, replayed
+
+from . import idempotency
+from .requests import RequestSchema, find_request, public_timeline
 
 bp = Blueprint("citizen", __name__)
 
@@ -18,24 +24,53 @@ def _service():
     return current_app.extensions["fzt"]
 
 
+FIELDS = ("district", "name", "phone", "description", "category", "location")
+TOKEN_FIELD = "submission_token"
+RESUBMITTED = "这张表单已经提交过一次（诉求编号 {case_no}），内容与刚才不同。如确需再反映一件新的诉求，请核对后再次提交。"
+
+
+def _submission_token() -> str:
+    """The form's one-time token: the idempotency key of this one submission (a double click
+    or a resubmit after a dropped connection answers the first case again)."""
+    token = request.form.get(TOKEN_FIELD, "")
+    return token if idempotency.valid_key(token) else secrets.token_urlsafe(18)
+
+
+def _form(values, errors=None, refusal=None, token=None, status=200):
+    return render_template("intake/submit.html", welcome=WELCOME, errors=errors or {}, values=values,
+                           refusal=refusal, submission_token=token or secrets.token_urlsafe(18)), status
+
+
 @bp.route("/", methods=["GET", "POST"])
+@limited(SUBMIT, replay=lambda: idempotency.seen(_service(), idempotency.WEB, request.form.get(TOKEN_FIELD)))
 def submit():
-    errors, values = {}, {}
-    if request.method == "POST":
-        values = {k: request.form.get(k, "") for k in
-                  ("district", "name", "phone", "description", "category", "location")}
-        try:
-            # An empty field is a missing one, so the citizen reads "请填写…", not "invalid".
-            data = RequestSchema().load({**{k: v for k, v in values.items() if v.strip()}, "channel": "web"})
-        except ValidationError as err:
-            errors = err.messages
-        else:
-            created = submit_request(_service(), data)
-            # Shown once on the next page; the citizen is told to note it down.
-            session["just_submitted"] = [created.case_no, created.tracking_code]
-            return redirect(url_for("citizen.submitted"))
-    return render_template("intake/submit.html", welcome=WELCOME, errors=errors, values=values), (
-        400 if errors else 200)
+    if request.method != "POST":
+        return _form({})
+    values = {k: request.form.get(k, "") for k in FIELDS}
+    token = _submission_token()
+    try:
+        # An empty field is a missing one, so the citizen reads "请填写…", not "invalid".
+        data = RequestSchema().load({**{k: v for k, v in values.items() if v.strip()}, "channel": "web"})
+    except ValidationError as err:
+        return _form(values, errors=err.messages, token=token, status=400)
+    try:
+        created, again = idempotency.submit_once(_service(), idempotency.WEB, token, data)
+    except idempotency.KeyReused as err:
+        return _form(values, refusal=RESUBMITTED.format(case_no=err.case_no), status=409)
+    if again:
+        replayed()
+    # Shown once on the next page; the citizen is told to note it down.
+    session["just_submitted"] = [created.case_no, created.tracking_code]
+    return redirect(url_for("citizen.submitted"))
+
+
+@bp.errorhandler(RateLimitExceeded)
+def _rate_limited(err):
+    """Too many submissions: the form again with everything typed, and when to try again."""
+    if request.endpoint != "citizen.submit":
+        return render_template("error.html", status=429, message=refusal_message(err)), 429
+    return _form({k: request.form.get(k, "") for k in FIELDS}, refusal=refusal_message(err),
+                 token=_submission_token(), status=429)
 
 
 @bp.get("/submitted")
@@ -47,6 +82,7 @@ def submitted():
 
 
 @bp.route("/status", methods=["GET", "POST"])
+@limited(LOOKUP)
 def status():
     case_no = request.values.get("case_no", "").strip()
     code = request.values.get("tracking_code", "").strip()

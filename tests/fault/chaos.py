@@ -4,8 +4,9 @@
   unique description; an assigner thread assigns a share of the created cases through the
   dispatch API as they appear there. Every HTTP call opens a fresh connection, and a call is
   retried *only* when it failed without a response. A failure after the request was sent is
-  ambiguous (the server may have committed before it died), so a retried submission may
-  create a second case: that is counted, per logical request, never hidden.
+  ambiguous (the server may have committed before it died), so every attempt of a logical
+  request carries the same ``Idempotency-Key``: a retry answers the case the first attempt
+  made, if it made one. A second case for one logical request is a failure of the platform.
 * ``Chaos``: kills -9 a random process among the eight at random intervals and restarts it
   (``Cluster.restart``: same arguments, waits for /healthz or "worker running").
 * ``wait_quiescent``: nothing left to do anywhere (no unsent outbox row, no ready message,
@@ -21,6 +22,7 @@ import random
 import threading
 import time
 import urllib.parse
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -43,6 +45,20 @@ class NoResponse(Exception):
 def call(method: str, url: str, body: dict | None = None, token: str | None = None,
          timeout: float = 15.0) -> tuple[int, dict | None]:
     """One HTTP call on a fresh connection, never retried here: (status, JSON body)."""
+    status, _, parsed = exchange(method, url, body, token, timeout)
+    return status, parsed
+
+
+def call_submit(url: str, payload: dict, key: str) -> tuple[int, dict | None, bool]:
+    """A submission with its Idempotency-Key: (status, JSON body, whether the answer was the
+    case an earlier attempt made, given again)."""
+    status, headers, parsed = exchange("POST", url, payload, idempotency_key=key)
+    return status, parsed, headers.get("Idempotent-Replayed") == "true"
+
+
+def exchange(method: str, url: str, body: dict | None = None, token: str | None = None,
+             timeout: float = 15.0, idempotency_key: str | None = None):
+    """(status, response headers, JSON body) of one call on a fresh connection."""
     parts = urllib.parse.urlsplit(url)
     headers = {"Accept": "application/json", "Connection": "close"}
     data = None
@@ -51,6 +67,8 @@ def call(method: str, url: str, body: dict | None = None, token: str | None = No
         headers["Content-Type"] = "application/json; charset=utf-8"
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
         try:
@@ -70,7 +88,7 @@ def call(method: str, url: str, body: dict | None = None, token: str | None = No
         parsed = json.loads(payload) if payload else None
     except ValueError:
         parsed = {"raw": payload[:300].decode("utf-8", "replace")}
-    return response.status, parsed
+    return response.status, response.headers, parsed
 
 
 @dataclass
@@ -79,12 +97,14 @@ class Submission:
 
     index: int
     description: str
+    key: str = field(default_factory=lambda: str(uuid.uuid4()))  # Idempotency-Key of every attempt
     attempts: int = 0
     refused: int = 0      # attempts that never reached the server
     ambiguous: int = 0    # attempts sent but unanswered: may have committed
     status: int | None = None
     case_no: str | None = None
     answer: dict | None = None
+    replayed: bool = False  # the answer was the first attempt's case, given again
 
 
 @dataclass
@@ -161,7 +181,7 @@ class Load:
                 self._check_deadline(f"submitting request {item.index}")
                 item.attempts += 1
                 try:
-                    item.status, item.answer = call("POST", url, payload)
+                    item.status, item.answer, item.replayed = call_submit(url, payload, item.key)
                 except NoResponse as err:
                     if err.sent:
                         item.ambiguous += 1

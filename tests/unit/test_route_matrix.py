@@ -140,6 +140,8 @@ RULES = {
         ("dispatch.act_on_case", "POST"): Rule(only("dispatcher", "supervisor")),
         ("dispatch.assign", "POST"): Rule(only("dispatcher", "supervisor")),
         ("dispatch.bulk_assign", "POST"): Rule(only("dispatcher")),
+        # 不是重复 (services/dispatch/duplicates.py): the district's dispatcher.
+        ("dispatch.dismiss_duplicates", "POST"): Rule(only("dispatcher")),
         ("api.list_cases", "GET"): Rule(only("dispatcher"), why="default status=assign: dispatchers' list"),
         ("api.get_case", "GET"): Rule(only("dispatcher", "supervisor"),
                                       hidden=STAFF - only("dispatcher", "supervisor")),

@@ -21,7 +21,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from ..observability import bind_case, metrics_for, readiness_response, unbind
 from ..reference import CATEGORIES, CHANNELS, DEPARTMENTS, DISTRICTS
 from .. import audit, uploads
-from . import auth, ops, privacy, security
+from . import auth, ops, privacy, ratelimit, security
 
 csrf = CSRFProtect()
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ def create_app(service, test_config: dict | None = None) -> Flask:
     uploads.init_app(app, service.settings)  # body limit (413), docs/uploads.md
     for blueprint in definition.blueprints():
         app.register_blueprint(blueprint)
+    ratelimit.init_app(app, service, _error)  # limits on public endpoints: docs/security.md
 
     metrics = metrics_for(service)
 

@@ -1,0 +1,105 @@
+"""Rate-limit counters in the service's own database: a storage for the ``limits`` library.
+
+Flask-Limiter (services/common/web/ratelimit.py) counts hits through a ``limits`` storage.
+Its built-in ones are process memory (each web process would count alone, so N processes
+would allow N times the limit) or servers this platform does not run (Redis, Memcached).
+This storage keeps one row per key in the ``rate_limit_counters`` table of the service's
+database, which every web process of the service shares: a fixed window per key, counted
+with one atomic upsert (PostgreSQL and SQLite both have ``INSERT … ON CONFLICT``).
+
+Windows are real time (``time.time``), not the platform clock: a limit protects the servers
+now, whatever date tests or demos set the platform to. ``timer`` is injectable for tests.
+"""
+from __future__ import annotations
+
+import time
+
+from limits.storage import Storage
+from sqlalchemy import Float, Integer, String, case, delete, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .db import Base
+
+STORAGE_URI = "fzt+sql://"
+CLEANUP_EVERY = 60.0  # seconds between deletions of expired counters (per process)
+
+
+class RateLimitCounter(Base):
+    """One fixed window of one limit key: how many hits, and when the window ends."""
+
+    __tablename__ = "rate_limit_counters"
+    __table_args__ = {"info": {"service": "common"}}
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)  # epoch seconds
+
+
+class SqlStorage(Storage):
+    """``limits`` storage on a SQLAlchemy engine: ``storage_from_string(STORAGE_URI,
+    engine=engine)``. Supports the fixed-window strategy (what Flask-Limiter uses by default)."""
+
+    STORAGE_SCHEME = ["fzt+sql"]
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, *, engine=None,
+                 timer=time.time, **options):
+        if engine is None:
+            raise ValueError("SqlStorage needs the service's engine (storage option 'engine')")
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+        self.engine = engine
+        self.timer = timer
+        self._insert = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)
+        self._cleaned_at = 0.0
+
+    @property
+    def base_exceptions(self):
+        return SQLAlchemyError
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        now = self.timer()
+        table = RateLimitCounter.__table__
+        expired = table.c.expires_at <= now
+        stmt = self._insert(table).values(key=key, count=amount, expires_at=now + expiry)
+        stmt = stmt.on_conflict_do_update(index_elements=[table.c.key], set_={
+            # A window that has ended starts again at this hit.
+            "count": case((expired, amount), else_=table.c.count + amount),
+            "expires_at": case((expired, now + expiry), else_=table.c.expires_at),
+        }).returning(table.c.count)
+        with self.engine.begin() as conn:
+            count = conn.execute(stmt).scalar_one()
+            if now - self._cleaned_at > CLEANUP_EVERY:
+                self._cleaned_at = now
+                conn.execute(delete(table).where(table.c.expires_at <= now))
+        return count
+
+    def get(self, key: str) -> int:
+        table = RateLimitCounter.__table__
+        with self.engine.connect() as conn:
+            count = conn.execute(select(table.c.count).where(
+                table.c.key == key, table.c.expires_at > self.timer())).scalar()
+        return count or 0
+
+    def get_expiry(self, key: str) -> float:
+        table = RateLimitCounter.__table__
+        now = self.timer()
+        with self.engine.connect() as conn:
+            expires = conn.execute(select(table.c.expires_at).where(
+                table.c.key == key, table.c.expires_at > now)).scalar()
+        return expires or now
+
+    def check(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except SQLAlchemyError:
+            return False
+
+    def reset(self) -> int | None:
+        with self.engine.begin() as conn:
+            return conn.execute(delete(RateLimitCounter.__table__)).rowcount
+
+    def clear(self, key: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(RateLimitCounter.__table__).where(RateLimitCounter.__table__.c.key == key))
