@@ -1,15 +1,19 @@
-"""Intake's JSON API (v1): submit a request, look up its status with the tracking code."""
+"""Intake's JSON API (v1): submit a request, look up its status with the tracking code.
+
+A request is a JSON object, or ``multipart/form-data`` with the same fields plus up to four
+files in ``photos`` (docs/uploads.md): photos are checked by content like the web form's."""
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 from marshmallow import ValidationError
 
+from services.common.uploads import UploadRejected
 from services.common.web.app import csrf_exempt
 from services.common.web.ratelimit import LOOKUP, SUBMIT, limited, replayed
 
 from . import idempotency
 from .requests import RequestSchema, find_request, public_timeline
-from .views import STATUS_NAMES
+from .views import STATUS_NAMES, checked_photos, stored_photos
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -24,15 +28,24 @@ def create_request():
     key = request.headers.get(idempotency.HEADER)
     if key is not None and not idempotency.valid_key(key):
         return jsonify(error="invalid_idempotency_key", message=idempotency.KEY_ERROR), 400
-    payload = request.get_json(silent=True)
+    multipart = request.mimetype == "multipart/form-data"
+    payload = request.form.to_dict() if multipart else request.get_json(silent=True)
     if payload is None:
-        return jsonify(error="invalid_json", message="请求体必须是 JSON 对象"), 400
+        return jsonify(error="invalid_json", message="请求体必须是 JSON 对象（带照片时用 multipart/form-data）"), 400
+    errors = {name: ["不支持的字段"] for name in request.files if name != "photos"} if multipart else {}
     try:
         data = RequestSchema().load(payload)
     except ValidationError as err:
-        return jsonify(error="validation_failed", message="请检查填写内容", fields=err.messages), 400
+        errors.update(err.messages)
+    try:  # every photo is checked before anything is stored
+        photos = checked_photos(request.files.getlist("photos") if multipart else [])
+    except UploadRejected as err:
+        errors["photos"] = [str(err)]
+    if errors:
+        return jsonify(error="validation_failed", message="请检查填写内容", fields=errors), 400
     try:
-        created, again = idempotency.submit_once(current_app.extensions["fzt"], idempotency.API, key, data)
+        created, again = idempotency.submit_once(current_app.extensions["fzt"], idempotency.API, key, data,
+                                                 photos=stored_photos(photos))
     except idempotency.KeyReused as err:
         return jsonify(error="idempotency_key_reused", message=str(err)), 422
     response = jsonify(case_no=created.case_no, tracking_code=created.tracking_code)

@@ -112,3 +112,24 @@ class Notice(Base):
     published_by: Mapped[str] = mapped_column(String(50))
     withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     withdrawn_by: Mapped[str | None] = mapped_column(String(50), nullable=True)
+
+
+class RequestPhoto(Base):
+    """A photo the citizen sent with a request: a reference into the blob store
+    (services/common/uploads.py, docs/uploads.md). Served only to the citizen who tracks the
+    case; staff see it in dispatch, which got the same reference with intake.case_submitted."""
+
+    __tablename__ = "request_photos"
+    __table_args__ = (Index("ix_request_photos_case", "case_no", "sha256"), INTAKE)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_no: Mapped[str] = mapped_column(String(40))
+    position: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    content_type: Mapped[str] = mapped_column(String(50))
+    size: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str] = mapped_column(String(120))  # display only, sanitised
+    thumbnail_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+    def ref(self) -> dict:
+        return {"sha256": self.sha256, "content_type": self.content_type, "size": self.size,
+                "filename": self.filename, "thumbnail_sha256": self.thumbnail_sha256}

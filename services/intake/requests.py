@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from services.common.models import TimelineEntry
 from services.common.reference import CATEGORIES, CHANNELS, district_code
 
-from .models import CaseSequence, CitizenRequest
+from .models import CaseSequence, CitizenRequest, RequestPhoto
 
 PHONE = re.compile(r"^(1[3-9]\d{9}|0\d{2,3}-?\d{7,8})$")
 TRACKING_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L
@@ -83,15 +83,17 @@ def new_tracking_code() -> str:
     return "".join(secrets.choice(TRACKING_ALPHABET) for _ in range(8))
 
 
-def submit_request(service, data: dict, uow=None, **columns) -> CitizenRequest:
+def submit_request(service, data: dict, uow=None, photos=(), **columns) -> CitizenRequest:
     """Store a validated request and start intake.bpmn for it, in one transaction.
 
     ``uow``: an open unit of work to join (the caller commits, e.g. with its own rows);
+    ``photos``: references to photos already checked and in the blob store
+    (services/common/uploads.py); they travel to dispatch with intake.case_submitted;
     ``columns``: extra CitizenRequest columns a channel knows (latitude, longitude, media_url).
     """
     if uow is None:
         with service.uow() as own:
-            request = submit_request(service, data, own, **columns)
+            request = submit_request(service, data, own, photos, **columns)
             own.commit()
         return request
     district = district_code(data["district"])
@@ -103,11 +105,14 @@ def submit_request(service, data: dict, uow=None, **columns) -> CitizenRequest:
         category=data.get("category", ""), channel=data.get("channel", "web"),
         location=data.get("location", ""), status="submitted", created_at=now, **columns)
     uow.add(request)
+    photos = [dict(ref) for ref in photos]
+    for position, ref in enumerate(photos):
+        uow.add(RequestPhoto(case_no=case_no, position=position, **ref))
     service.runtime.start(uow, case_no, {
         "case_no": case_no, "district": district, "name": request.name, "phone": request.phone,
         "description": request.description, "category": request.category,
         "channel": request.channel, "location": request.location,
-        "submitted_at": now.isoformat(),
+        "submitted_at": now.isoformat(), "photos": photos,
     })
     return request
 
@@ -120,6 +125,12 @@ def find_request(service, case_no: str, tracking_code: str):
                                                       (tracking_code or "").strip().upper()):
         return None
     return request
+
+
+def request_photos(service, case_no: str) -> list:
+    with service.uow() as uow:
+        return uow.session.scalars(select(RequestPhoto).where(RequestPhoto.case_no == case_no)
+                                   .order_by(RequestPhoto.position)).all()
 
 
 def public_timeline(service, case_no: str):

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import secrets
 
-from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
 from flask_limiter.errors import RateLimitExceeded
 from marshmallow import ValidationError
 
+from services.common import uploads
+from services.common.blobs import store_for
 from services.common.web.ratelimit import LOOKUP, SUBMIT, limited, refusal_message, replayed
 
 from . import idempotency
-from .requests import RequestSchema, find_request, public_timeline
+from .requests import RequestSchema, find_request, public_timeline, request_photos
 
 bp = Blueprint("citizen", __name__)
 
@@ -37,8 +39,22 @@ def _submission_token() -> str:
 
 
 def _form(values, errors=None, refusal=None, token=None, status=200):
+    # A browser cannot put chosen files back into a form: say so if some were sent.
+    photos_dropped = request.method == "POST" and any(f.filename for f in request.files.getlist("photos"))
     return render_template("intake/submit.html", welcome=WELCOME, errors=errors or {}, values=values,
-                           refusal=refusal, submission_token=token or secrets.token_urlsafe(18)), status
+                           refusal=refusal, submission_token=token or secrets.token_urlsafe(18),
+                           photo_policy=uploads.photo_policy(_service().settings),
+                           photos_dropped=photos_dropped), status
+
+
+def checked_photos(files):
+    """The citizen's photos checked and cleaned (nothing stored yet); UploadRejected if any
+    is refused (docs/uploads.md)."""
+    return uploads.read_uploads(files, uploads.photo_policy(_service().settings))
+
+
+def stored_photos(prepared) -> list[dict]:
+    return uploads.store_uploads(store_for(_service().settings), prepared)
 
 
 @bp.route("/", methods=["GET", "POST"])
@@ -48,19 +64,27 @@ def submit():
         return _form({})
     values = {k: request.form.get(k, "") for k in FIELDS}
     token = _submission_token()
+    errors = {}
     try:
         # An empty field is a missing one, so the citizen reads "请填写…", not "invalid".
         data = RequestSchema().load({**{k: v for k, v in values.items() if v.strip()}, "channel": "web"})
     except ValidationError as err:
-        return _form(values, errors=err.messages, token=token, status=400)
+        errors = err.messages
+    try:  # every photo is checked before anything is stored
+        photos = checked_photos(request.files.getlist("photos"))
+    except uploads.UploadRejected as err:
+        errors["photos"] = [str(err)]
+    if errors:
+        return _form(values, errors=errors, token=token, status=400)
     try:
-        created, again = idempotency.submit_once(_service(), idempotency.WEB, token, data)
+        created, again = idempotency.submit_once(_service(), idempotency.WEB, token, data,
+                                                 photos=stored_photos(photos))
     except idempotency.KeyReused as err:
         return _form(values, refusal=RESUBMITTED.format(case_no=err.case_no), status=409)
     if again:
         replayed()
     # Shown once on the next page; the citizen is told to note it down.
-    session["just_submitted"] = [created.case_no, created.tracking_code]
+    session["just_submitted"] = [created.case_no, created.tracking_code, len(photos)]
     return redirect(url_for("citizen.submitted"))
 
 
@@ -78,7 +102,8 @@ def submitted():
     pair = session.get("just_submitted")
     if not pair:
         return redirect(url_for("citizen.submit"))
-    return render_template("intake/submitted.html", case_no=pair[0], tracking_code=pair[1])
+    return render_template("intake/submitted.html", case_no=pair[0], tracking_code=pair[1],
+                           photo_count=pair[2] if len(pair) > 2 else 0)
 
 
 @bp.route("/status", methods=["GET", "POST"])
@@ -86,13 +111,38 @@ def submitted():
 def status():
     case_no = request.values.get("case_no", "").strip()
     code = request.values.get("tracking_code", "").strip()
-    found, timeline, not_found = None, [], False
+    found, timeline, photos, not_found = None, [], [], False
     if case_no and code:
         found = find_request(_service(), case_no, code)
         if found is None:
             not_found = True
         else:
             timeline = public_timeline(_service(), found.case_no)
+            photos = request_photos(_service(), found.case_no)
+            _remember_tracked(found.case_no)
     return render_template("intake/status.html", case_no=case_no, tracking_code=code, found=found,
-                           timeline=timeline, not_found=not_found, status_names=STATUS_NAMES), (
-        404 if not_found else 200)
+                           timeline=timeline, photos=photos, not_found=not_found,
+                           status_names=STATUS_NAMES), (404 if not_found else 200)
+
+
+TRACKED_LIMIT = 5
+
+
+def _remember_tracked(case_no):
+    """This browser showed the tracking code for ``case_no``: it may load the case's photos
+    (so the code never has to be in an image URL, a log line or a Referer)."""
+    tracked = [c for c in session.get("tracked", []) if c != case_no]
+    session["tracked"] = [*tracked, case_no][-TRACKED_LIMIT:]
+
+
+@bp.get("/status/<case_no>/photos/<sha256>")
+def photo(case_no, sha256):
+    """A photo of the citizen's own request (``?thumbnail=1``: its small version), only in
+    the browser that looked the case up with its tracking code; 404 to everyone else."""
+    if case_no not in session.get("tracked", []):
+        abort(404)
+    found = next((p for p in request_photos(_service(), case_no) if p.sha256 == sha256), None)
+    if found is None:
+        abort(404)
+    thumbnail = request.args.get("thumbnail") == "1" and found.thumbnail_sha256
+    return uploads.send_blob(store_for(_service().settings), thumbnail or found.sha256, found.filename)

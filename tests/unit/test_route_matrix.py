@@ -90,6 +90,9 @@ RULES = {
         ("citizen.submitted", "GET"): PUBLIC,
         ("citizen.status", "GET"): PUBLIC,
         ("citizen.status", "POST"): PUBLIC,
+        # a photo of the request: only the browser that looked it up with the tracking code
+        # (404 for everyone else, docs/uploads.md)
+        ("citizen.photo", "GET"): PUBLIC,
         ("api.create_request", "POST"): PUBLIC,
         ("api.get_request", "GET"): PUBLIC,  # needs the tracking code
         # Open311 GeoReport v2 (services/intake/open311.py): reading is public; POSTing a
