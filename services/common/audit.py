@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -27,7 +28,7 @@ from flask_login import current_user
 from sqlalchemy import event, func, select
 
 from .models import AuditEntry
-from .reference import DEPARTMENTS
+from .reference import DEPARTMENTS, DISTRICTS
 from .web.auth import ROLE_NAMES, roles_required
 
 AUDIT_ROLES = ("supervisor", "admin")  # who reads the log (admin passes roles_required anyway)
@@ -43,11 +44,23 @@ ACTIONS = {
     "dispatch.decide_extension": "延期审批", "dispatch.note": "办理记录", "dispatch.merge": "并案",
     "dispatch.duplicate_dismissed": "排除疑似重复",
     "mediation.mediate": "调解", "supervision.urge": "催办",
+    "intake.rate": "诉求人评价", "intake.callback": "电话回访",
     "auth.login": "登录成功", "auth.login_failed": "登录失败", "auth.login_locked": "登录被拒（账号锁定）",
     "auth.logout_all": "退出所有设备", "pii.reveal": "查看个人信息", "audit.export": "导出审计日志",
+    "privacy.anonymise": "个人信息匿名化", "mediation.take": "接办调解", "mediation.confidential": "设置保密",
+    # staff accounts (services/common/accounts.py) and diagrams (web/ops.py)
+    "auth.password_change": "修改本人密码", "auth.sso_login": "统一身份认证登录",
+    "auth.sso_refused": "统一身份认证登录被拒", "admin.user_create": "新建账号",
+    "admin.role_change": "修改角色或范围", "admin.password_reset": "重置密码", "admin.lock": "锁定账号",
+    "admin.unlock": "解锁账号", "admin.logout_all": "结束账号全部登录", "diagram.deploy": "部署流程图",
+    "intake.file": "代为反映",
 }
-DETAIL_NAMES = {"department": "部门", "co_departments": "协办部门", "bulk": "批量", "approved": "同意",
+DETAIL_NAMES = {"anonymised": "已匿名化", "records": "涉及记录", "retention_days": "保存期限（天）", "confidential": "保密",
+                "department": "部门", "co_departments": "协办部门", "bulk": "批量", "approved": "同意",
                 "days": "天数", "fields": "查看", "task": "环节", "filters": "条件",
+                "user": "账号", "role": "角色", "district": "县区", "previous_role": "原角色",
+                "previous_district": "原县区", "previous_department": "原部门", "reason": "原因",
+                "version": "版本", "hash": "摘要", "channel": "渠道", "attachments": "附件",
                 "candidates": "疑似重复案件"}
 
 
@@ -81,6 +94,17 @@ def record_now(service, actor, action: str, case_no: str | None = None, **detail
     with service.uow() as uow:
         record(uow, actor, action, case_no, **detail)
         uow.commit()
+
+
+@contextmanager
+def outside_request(service):
+    """Entries written outside a request (the CLI, the worker) name the service and take the
+    time from its platform clock."""
+    token = _current.set(_Request(service.name, service.clock, None))
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 def task_completed(service_name: str, uow, item, actor_name: str) -> None:
@@ -147,8 +171,12 @@ def for_case(service, case_no):
 def describe(detail: dict) -> str:
     """Detail for people: 部门：市住建局；批量：是."""
     def value(key, v):
-        if key in ("department", "co_departments"):
-            return "、".join(DEPARTMENTS.get(c, c) for c in (v if isinstance(v, list) else [v]))
+        if key in ("department", "co_departments", "previous_department"):
+            return "、".join(DEPARTMENTS.get(c, c) for c in (v if isinstance(v, list) else [v]) if c) or "无"
+        if key in ("district", "previous_district"):
+            return DISTRICTS.get(v, v) if v else "全市"
+        if key in ("role", "previous_role"):
+            return ROLE_NAMES.get(v, v)
         if isinstance(v, bool):
             return "是" if v else "否"
         return "、".join(map(str, v)) if isinstance(v, list) else str(v)

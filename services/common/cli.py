@@ -32,7 +32,10 @@ from .demo import DEMO_PASSWORD, demo_accounts, load_demo_accounts, save_staff
 from .reference import DEPARTMENTS, district_code
 from .platform import load_service, one_process_wsgi, prepare
 from .web.app import create_app, prefixed
-from .web.auth import ROLE_NAMES, make_token
+from .passwords import password_problem
+from .web.auth import ROLE_NAMES
+from .web.roles import scope_problem
+from .web.tokens import expires_at, make_token
 from .workflow.specs import DiagramError
 
 SERVICE_ARG = click.argument("service", type=click.Choice(SERVICES))
@@ -136,7 +139,7 @@ def user():
 @click.argument("username")
 @click.option("--name", "display_name", required=True, help="显示名，如 海州区分拨员")
 @click.option("--role", required=True, type=click.Choice(sorted(ROLE_NAMES)))
-@click.option("--district", default=None, help="分拨员所属县区代码，如 210902")
+@click.option("--district", default=None, help="县区代码，如 210902（分拨员、网格员、调解员、中心接待员、领导）")
 @click.option("--department", default=None, help="办理人所属部门代码，如 zhujian")
 @click.password_option(help="prompted if not given")
 def user_add(username, display_name, role, district, department, password):
@@ -145,6 +148,12 @@ def user_add(username, display_name, role, district, department, password):
         raise click.BadParameter(f"未知的县区 {district}", param_hint="--district")
     if department and department not in DEPARTMENTS:
         raise click.BadParameter(f"未知的部门 {department}", param_hint="--department")
+    problem = scope_problem(role, district_code(district) if district else None, department)
+    if problem:
+        raise click.BadParameter(problem, param_hint="--role")
+    problem = password_problem(password, username)
+    if problem:
+        raise click.BadParameter(problem, param_hint="--password")
     settings = _settings()
     for name in SERVICES:
         save_staff(load_service(name, settings), username, display_name, role,
@@ -174,14 +183,20 @@ def _print_accounts():
 @SERVICE_ARG
 @click.argument("username")
 def token(service, username):
-    """Print a bearer token for USERNAME (the user must exist in SERVICE)."""
+    """Print a bearer token for USERNAME (the user must exist in SERVICE); its expiry goes to
+    stderr. It stops working after FZT_TOKEN_MAX_AGE_DAYS, or when the account's sessions end
+    (logout everywhere, a password change or reset, a lock)."""
     settings = _settings()
     from .web.auth import find_staff
     app = create_app(load_service(service, settings))
     with app.app_context():
-        if find_staff(username) is None:
+        staff = find_staff(username)
+        if staff is None:
             raise click.ClickException(f"no active user {username!r} in {service}")
-    click.echo(make_token(settings.secret_key, username))
+    max_age = settings.token_max_age_days * 86400
+    click.echo(make_token(settings.secret_key, username, staff.session_version))
+    click.echo(f"expires {expires_at(max_age).isoformat()} (FZT_TOKEN_MAX_AGE_DAYS={settings.token_max_age_days}); "
+               f"revoked earlier by logout-all, a password change or reset, or a lock", err=True)
 
 
 @main.group()

@@ -14,6 +14,30 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
+class OidcSettings:
+    """Single sign-on through an OpenID Connect provider (docs/security.md, "Single sign-on");
+    off unless ``issuer`` is set. Claims name the account, its role and its scope."""
+
+    issuer: str = ""  # FZT_OIDC_ISSUER; its /.well-known/openid-configuration is read
+    client_id: str = ""
+    client_secret: str = ""
+    scopes: str = "openid profile"
+    username_claim: str = "preferred_username"
+    name_claim: str = "name"
+    role_claim: str = "fzt_role"
+    # The provider's role values -> ours ("gov-dispatch=dispatcher,..."); empty: the claim
+    # carries our identifiers (services/common/web/roles.py) as they are.
+    role_map: tuple[tuple[str, str], ...] = ()
+    district_claim: str = "fzt_district"
+    department_claim: str = "fzt_department"
+    label: str = "统一身份认证登录"  # the button on the login page
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuer)
+
+
+@dataclass(frozen=True)
 class RateLimitSettings:
     """Limits on public endpoints (docs/security.md, "Rate limits"), in the notation of the
     ``limits`` library: "30/hour", "10 per hour;50/day". Counted in the service's database,
@@ -70,6 +94,10 @@ class Settings:
     database_url: str = ""
     database_urls: dict[str, str] = field(default_factory=dict)
     delivery_limit: int = 5
+    # Unacknowledged messages a worker's consumer may hold. Each one a killed worker held
+    # counts as a delivery toward delivery_limit, so a crash loop can dead-letter up to this
+    # many healthy messages; they are applied one at a time anyway (docs/dead-letters.md).
+    prefetch: int = 1
     # Reverse proxies in front of the web apps whose X-Forwarded-* headers are trusted.
     proxy_hops: int = 0
     # "json" (one object per line) or "text"; "" means json in production, text otherwise.
@@ -80,7 +108,14 @@ class Settings:
     # Keys that may POST Open311 requests (FZT_OPEN311_API_KEYS, comma-separated); none =
     # the documented development key outside production, and no POST at all in production.
     open311_api_keys: tuple[str, ...] = ()
+    # Days after which an archived case's personal data is anonymised (docs/privacy.md);
+    # 0 turns the worker's daily run off (``fzt privacy anonymise --days`` still works).
+    retention_days: int = 3 * 365
+    # API bearer tokens (``fzt token``) expire this many days after they were made.
+    token_max_age_days: int = 30
+    oidc: OidcSettings = OidcSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
+    smtp: SmtpSettings = SmtpSettings()
     duplicates: DuplicateSettings = DuplicateSettings()
     # Uploaded files (docs/uploads.md): a content-addressed store shared by every service
     # (None = <var_dir>/blobs), and the limits per file and per form.
@@ -124,27 +159,72 @@ def from_env(environ=os.environ, **overrides) -> Settings:
         database_url=environ.get("FZT_DATABASE_URL", ""),
         database_urls=urls,
         delivery_limit=int(environ.get("FZT_DELIVERY_LIMIT", "5")),
+        prefetch=int(environ.get("FZT_PREFETCH", "1")),
         proxy_hops=int(environ.get("FZT_PROXY_HOPS", "0")),
         log_format=environ.get("FZT_LOG_FORMAT", "").strip().lower(),
         hotline_url=environ.get("FZT_HOTLINE_URL", ""),
         hotline_exchange=environ.get("FZT_HOTLINE_EXCHANGE", "hotline12345"),
         open311_api_keys=tuple(k.strip() for k in environ.get("FZT_OPEN311_API_KEYS", "").split(",")
                                if k.strip()),
-        rate_limits=_rate_limits_from_env(environ),
-        duplicates=_duplicates_from_env(environ),
+        retention_days=int(environ.get("FZT_RETENTION_DAYS", str(3 * 365))),
         blob_dir=Path(environ["FZT_BLOB_DIR"]) if environ.get("FZT_BLOB_DIR") else None,
         upload_photo_max_bytes=int(environ.get("FZT_UPLOAD_PHOTO_MAX_BYTES", 5 * 1024 * 1024)),
         upload_max_photos=int(environ.get("FZT_UPLOAD_MAX_PHOTOS", 4)),
         upload_attachment_max_bytes=int(environ.get("FZT_UPLOAD_ATTACHMENT_MAX_BYTES", 10 * 1024 * 1024)),
         upload_max_attachments=int(environ.get("FZT_UPLOAD_MAX_ATTACHMENTS", 3)),
+        token_max_age_days=int(environ.get("FZT_TOKEN_MAX_AGE_DAYS", "30")),
+        oidc=_oidc_from_env(environ),
+        rate_limits=_rate_limits_from_env(environ),
+        smtp=_smtp_from_env(environ),
+        duplicates=_duplicates_from_env(environ),
     )
     values.update(overrides)
     settings = Settings(**values)
     if settings.production and settings.secret_key.startswith("dev-only"):
         raise RuntimeError("FZT_SECRET_KEY must be set when FZT_ENV=production")
+    if settings.prefetch < 1:
+        raise RuntimeError(f"FZT_PREFETCH must be 1 or more, not {settings.prefetch}")
+    if settings.retention_days < 0:
+        raise RuntimeError(f"FZT_RETENTION_DAYS must be 0 (off) or more, not {settings.retention_days}")
     if settings.log_format not in ("", "json", "text"):
         raise RuntimeError(f"FZT_LOG_FORMAT must be json or text, not {settings.log_format!r}")
+    if settings.token_max_age_days < 1:
+        raise RuntimeError("FZT_TOKEN_MAX_AGE_DAYS must be at least 1")
+    if settings.oidc.enabled and not (settings.oidc.client_id and settings.oidc.client_secret):
+        raise RuntimeError("FZT_OIDC_CLIENT_ID and FZT_OIDC_CLIENT_SECRET must be set with FZT_OIDC_ISSUER")
     return settings
+
+
+def _oidc_from_env(environ) -> OidcSettings:
+    defaults = OidcSettings()
+    pairs = [item.split("=", 1) for item in environ.get("FZT_OIDC_ROLE_MAP", "").split(",") if "=" in item]
+
+    def get(key, default):
+        return environ.get(f"FZT_OIDC_{key.upper()}", default).strip()
+
+    return OidcSettings(
+        issuer=get("issuer", "").rstrip("/"), client_id=get("client_id", ""),
+        client_secret=get("client_secret", ""), scopes=get("scopes", defaults.scopes),
+        username_claim=get("username_claim", defaults.username_claim),
+        name_claim=get("name_claim", defaults.name_claim), role_claim=get("role_claim", defaults.role_claim),
+        role_map=tuple((theirs.strip(), ours.strip()) for theirs, ours in pairs),
+        district_claim=get("district_claim", defaults.district_claim),
+        department_claim=get("department_claim", defaults.department_claim),
+        label=get("label", defaults.label))
+
+
+def _smtp_from_env(environ) -> SmtpSettings:
+    defaults = SmtpSettings()
+
+    def get(key, default):
+        return str(environ.get(f"FZT_SMTP_{key}", default)).strip()
+
+    return SmtpSettings(
+        host=get("HOST", ""), port=int(get("PORT", defaults.port)), user=get("USER", ""),
+        password=environ.get("FZT_SMTP_PASSWORD", ""), sender=get("FROM", defaults.sender),
+        starttls=get("STARTTLS", "false").lower() in ("1", "true", "yes", "on"),
+        timeout=float(get("TIMEOUT", defaults.timeout)))
+
 
 def _rate_limits_from_env(environ) -> RateLimitSettings:
     defaults = RateLimitSettings()

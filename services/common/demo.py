@@ -18,7 +18,11 @@ def demo_accounts():
                 ("supervisor", "市督办员", "supervisor", None, None),
                 ("chief", "市首席办事员", "chief", None, None),
                 ("mediator", "中心调解员", "mediator", None, None),
-                ("operator", "热线受理员", "intake_operator", None, None)]
+                ("operator", "热线受理员", "intake_operator", None, None),
+                ("wangge_haizhou", "海州区网格员", "grid_worker", "210902", None),
+                ("jiedai", "市中心接待员", "reception", None, None),
+                ("leader", "市领导", "leader", None, None),
+                ("designer", "流程设计员", "process_designer", None, None)]
     accounts += [(f"fenbo_{login}", f"{DISTRICTS[code]}分拨员", "dispatcher", code, None)
                  for code, login in _DISTRICT_LOGINS.items()]
     accounts += [(f"bm_{code}", f"{name}办理人", "handler", None, code) for code, name in DEPARTMENTS.items()]

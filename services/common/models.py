@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .db import Base, UTCDateTime
@@ -125,6 +125,9 @@ class StaffUser(Base):
     # Sessions carry the version they were opened with; "logout everywhere" and a password
     # change increment it, so every older session stops working.
     session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Set when an admin chose the password (new account, reset): the user must pick their own
+    # before anything else (services/common/web/account.py).
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ClockOffset(Base):

@@ -13,6 +13,7 @@ from sqlalchemy import String, cast, func, select
 from services.common import audit
 from services.common.models import TimelineEntry, WorkflowInstance, WorkItem
 from services.common.reference import DEPARTMENTS
+from services.common.web.roles import READ_ONLY_ROLES
 from services.common.workflow.runtime import TaskNotFound
 
 from . import files
@@ -187,9 +188,13 @@ def merge(service, user, case_no, into):
         target = uow.session.scalars(select(WorkflowInstance).where(
             WorkflowInstance.case_no == into, WorkflowInstance.process_id == "dispatch",
             WorkflowInstance.status == "waiting")).first()
-        district = service.runtime.snapshot(uow.session, target)["data"].get("district") if target else None
+        snapshot = service.runtime.snapshot(uow.session, target) if target else None
     if target is None:
         raise Invalid(f"案件 {into} 不存在或已办结，不能并入", "into")
+    if "await_rating" in snapshot["active"]:
+        # Its reply is being rated (回访): a new reporter would never be asked about it.
+        raise Invalid(f"案件 {into} 已答复、正在回访，不能并入", "into")
+    district = snapshot["data"].get("district")
     if user.role == "dispatcher" and user.district and district != user.district:
         raise Invalid(f"案件 {into} 不属于您负责的县区", "into")
     _act(service, user, case_no, ASSIGN, {"action": "merge", "merge_into": into}, note=f"并入案件 {into}")
@@ -307,10 +312,12 @@ def diagram_xml(service, record) -> str:
 def may_read(user, record) -> bool:
     """Dispatchers read their district's cases; departments the cases they lead or help;
     the chief handler the key cases; supervisors (read only: oversight, the audit trail) and
-    admins everything."""
+    admins everything; leaders (read only) their district, or everything without one."""
     data = record["data"]
     if user.role in ("admin", "supervisor"):
         return True
+    if user.role == "leader":
+        return not user.district or data.get("district") == user.district
     if user.role == "dispatcher":
         return not user.district or data.get("district") == user.district
     if user.role == "handler":
@@ -323,8 +330,8 @@ def may_read(user, record) -> bool:
 
 def may_reveal(user, record) -> bool:
     """Who may reveal the citizen's full name and phone (each time explicitly, audited):
-    those who work cases and may read this one. Supervisors see them masked only."""
-    return user.role != "supervisor" and may_read(user, record)
+    those who work cases and may read this one. Supervisors and leaders see them masked only."""
+    return user.role not in READ_ONLY_ROLES and may_read(user, record)
 
 
 def may_note(user, record) -> bool:

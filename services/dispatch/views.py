@@ -323,14 +323,14 @@ def _forms_for(record, case_no):
 def _render_case(record, case_no, forms, status=200, revealed=False):
     """``revealed``: the citizen's name and phone in full (this page load only, after the
     audited reveal POST); masked otherwise."""
-    back = {"handler": "dispatch.inbox", "chief": "dispatch.chief",
-            "supervisor": "audit.search"}.get(current_user.role, "dispatch.queue")
+    back = {"handler": "dispatch.inbox", "chief": "dispatch.chief", "supervisor": "audit.search",
+            "leader": None}.get(current_user.role, "dispatch.queue")  # leaders: no work list here
     if current_user.role == "handler" and "claim" in forms:
         back = "dispatch.pool"
     trail = audit.for_case(_service(), case_no) if current_user.role in audit.AUDIT_ROLES else None
     case_files = files.for_case(_service(), case_no)
     return render_template("dispatch/case.html", record=record, data=record["data"], case_no=case_no,
-                           forms=forms, back=back, back_title=BACK_TITLES[back],
+                           forms=forms, back=back, back_title=BACK_TITLES.get(back),
                            photos=[f for f in case_files if f.kind == files.PHOTO],
                            attachments=[f for f in case_files if f.kind == files.ATTACHMENT],
                            attachment_policy=uploads.attachment_policy(_service().settings),

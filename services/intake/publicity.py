@@ -43,13 +43,14 @@ from services.common.reference import CATEGORIES, DISTRICTS
 from services.common.web.app import CHINA_TZ
 from services.common.web.auth import roles_required
 
+from .filing import FILING_ROLES
 from .models import CitizenRequest, Notice, TypicalCase
 from .privacy import MASK, mark_personal, mask_personal
 
 bp = Blueprint("publicity", __name__)
 
 PUBLISHER_ROLES = ("intake_operator", "supervisor")  # and admin (roles_required lets admin in)
-VOLUME_ROLES = ("dispatcher", "supervisor", "intake_operator")  # services/intake/stats.py
+VOLUME_ROLES = ("dispatcher", "supervisor", "intake_operator", "leader")  # services/intake/stats.py
 PAGE_SIZE = 10  # public lists
 STAFF_PAGE_SIZE = 20
 FEED_SIZE = 50
@@ -252,6 +253,8 @@ def staff_links() -> list[tuple[str, str]]:
         return []
     role = current_user.role
     links = []
+    if role in FILING_ROLES or role == "admin":
+        links.append(("filing.file_request", "代为反映"))
     if role in PUBLISHER_ROLES or role == "admin":
         links += [("publicity.staff_typical", "典型案例"), ("publicity.staff_notices", "通知公告")]
     if role in VOLUME_ROLES or role == "admin":
@@ -387,7 +390,7 @@ class NoticeForm(FlaskForm):
 
 
 @bp.get("/staff/")
-@roles_required(*PUBLISHER_ROLES, *VOLUME_ROLES)
+@roles_required(*PUBLISHER_ROLES, *VOLUME_ROLES, *FILING_ROLES)
 def staff_home():
     return redirect(url_for(staff_links()[0][0]))
 

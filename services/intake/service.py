@@ -5,8 +5,8 @@ from .handlers import listeners, service_tasks
 
 
 def _blueprints():
-    from . import api, open311, publicity, stats, views
-    return [views.bp, api.bp, open311.bp, publicity.bp, stats.bp]
+    from . import api, filing, open311, publicity, stats, views
+    return [views.bp, api.bp, open311.bp, publicity.bp, stats.bp, filing.bp]
 
 
 definition = ServiceDefinition(

@@ -30,7 +30,7 @@ from .models import CitizenRequest
 
 bp = Blueprint("stats", __name__, url_prefix="/staff")
 
-VOLUME_ROLES = ("dispatcher", "supervisor", "intake_operator")  # and admin
+VOLUME_ROLES = ("dispatcher", "supervisor", "intake_operator", "leader")  # and admin
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
 # Okabe–Ito: tells the series apart for colour-blind readers too.
@@ -206,9 +206,11 @@ class Query:
 
 
 def _scope() -> str | None:
-    """The one district a dispatcher may see (None: every district)."""
+    """The one district a dispatcher (or a district's leader) may see (None: every district)."""
     if current_user.role == "dispatcher":
         return current_user.district or ""
+    if current_user.role == "leader" and current_user.district:
+        return current_user.district
     return None
 
 

@@ -56,11 +56,15 @@ def may_work(user, item) -> bool:
     return user.role == TASK_ROLES.get(item.task_name) and _in_scope(user, item.district)
 
 
+READERS = ("mediator", "reception", "leader")  # and admin; only mediators mediate (TASK_ROLES)
+
+
 def may_read(user, record) -> bool:
-    """Mediators read their district's cases (a mediator without a district: all); admins all."""
+    """Mediators, the center's reception and leaders read their district's cases (without a
+    district: all); admins all."""
     if user.role == "admin":
         return True
-    return user.role == "mediator" and _in_scope(user, record["data"].get("district"))
+    return user.role in READERS and _in_scope(user, record["data"].get("district"))
 
 
 # -- the desk --------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The supervision service: watches deadlines; each breach reported by dispatch becomes an
-urging task (催办) for supervisors, as bpmn/supervision.bpmn says."""
+"""The supervision service: watches deadlines; each breach reported by dispatch, and each
+case a dissatisfied citizen reopened (回访 不满意), becomes an urging task (催办) for
+supervisors, as bpmn/supervision.bpmn says."""
 from flask import Blueprint, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -22,14 +23,15 @@ class UrgeForm(FlaskForm):
 
 
 @bp.get("/board")
-@roles_required("supervisor")
+@roles_required("supervisor", "leader")  # leaders read it; only supervisors urge
 def board():
     service = current_app.extensions["fzt"]
     with service.uow() as uow:
         items = uow.session.scalars(select(WorkItem).where(WorkItem.task_name == "urge")
                                     .order_by(WorkItem.created_at).limit(200)).all()
+    may_urge = current_user.role != "leader"
     return render_template("supervision/board.html", items=items,
-                           forms={i.id: UrgeForm(formdata=None, item_id=i.id) for i in items})
+                           forms={i.id: UrgeForm(formdata=None, item_id=i.id) for i in items} if may_urge else {})
 
 
 @bp.post("/urge")
@@ -54,5 +56,5 @@ def urge():
 definition = ServiceDefinition(
     name="supervision", title="督查督办", service_tasks=HandlerRegistry(), listeners=Listeners(),
     forms={"urge": UrgeForm}, blueprints=lambda: [bp], home_endpoint="supervision.board",
-    summary_keys=("stage",),
+    summary_keys=("stage", "comment"),
 )

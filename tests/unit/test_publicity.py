@@ -296,7 +296,8 @@ def test_citizen_pages_link_to_the_public_pages(app):
 
 
 def test_staff_home_leads_each_role_to_its_first_page(app):
-    for username, target in (("operator", "/staff/typical"), ("fenbo_haizhou", "/staff/volume")):
+    for username, target in (("operator", "/staff/file"), ("wangge_haizhou", "/staff/file"),
+                             ("fenbo_haizhou", "/staff/volume"), ("leader", "/staff/volume")):
         client = app.test_client()
         login(client, username)
         assert client.get("/staff/").headers["Location"].endswith(target), username

@@ -40,9 +40,13 @@ from services.common.models import OutboxMessage
 from services.common.web.app import create_app
 from services.common.web.auth import make_token
 
-ROLES = ("anonymous", "admin", "dispatcher", "handler", "chief", "intake_operator", "supervisor", "mediator")
+# Every role of services/common/web/roles.py, and citizens (anonymous).
+ROLES = ("anonymous", "admin", "dispatcher", "handler", "chief", "intake_operator", "supervisor", "mediator",
+         "grid_worker", "reception", "leader", "process_designer")
 ACCOUNTS = {"admin": "admin", "dispatcher": "fenbo_haizhou", "handler": "bm_zhujian", "chief": "chief",
-            "intake_operator": "operator", "supervisor": "supervisor", "mediator": "mediator"}
+            "intake_operator": "operator", "supervisor": "supervisor", "mediator": "mediator",
+            "grid_worker": "wangge_haizhou", "reception": "jiedai", "leader": "leader",
+            "process_designer": "designer"}
 EVERYONE = frozenset(ROLES)
 STAFF = EVERYONE - {"anonymous"}
 
@@ -79,6 +83,25 @@ COMMON_RULES = {
     # Audit log of this service (services/common/audit.py): supervisors and admins.
     ("audit.search", "GET"): Rule(only("supervisor")),
     ("audit.export", "GET"): Rule(only("supervisor")),
+    # Diagrams of this service (web/ops.py): process designers deploy them.
+    ("ops.diagrams", "GET"): Rule(only("process_designer")),
+    ("ops.deploy_diagrams", "POST"): Rule(only("process_designer")),
+    # Own password (web/account.py), admin pages for this service's accounts (web/admin.py;
+    # ``<username>`` is an account that does not exist, so no placeholder POST changes one).
+    ("account.password", "GET"): Rule(STAFF),
+    ("account.password", "POST"): Rule(STAFF),
+    ("admin.users", "GET"): Rule(only()),
+    ("admin.new_user", "GET"): Rule(only()),
+    ("admin.new_user", "POST"): Rule(only()),
+    ("admin.user", "GET"): Rule(only()),
+    ("admin.user", "POST"): Rule(only()),
+    ("admin.reset_password", "POST"): Rule(only()),
+    ("admin.lock", "POST"): Rule(only()),
+    ("admin.unlock", "POST"): Rule(only()),
+    ("admin.end_sessions", "POST"): Rule(only()),
+    # Single sign-on (web/oidc.py): 404 unless FZT_OIDC_ISSUER is set; the login itself.
+    ("oidc.login", "GET"): PUBLIC,
+    ("oidc.callback", "GET"): PUBLIC,
 }
 
 RULES = {
@@ -90,11 +113,13 @@ RULES = {
         ("citizen.submitted", "GET"): PUBLIC,
         ("citizen.status", "GET"): PUBLIC,
         ("citizen.status", "POST"): PUBLIC,
+        ("citizen.rate", "POST"): PUBLIC,  # 回访 online: needs the tracking code
         # a photo of the request: only the browser that looked it up with the tracking code
         # (404 for everyone else, docs/uploads.md)
         ("citizen.photo", "GET"): PUBLIC,
         ("api.create_request", "POST"): PUBLIC,
         ("api.get_request", "GET"): PUBLIC,  # needs the tracking code
+        ("openapi.spec", "GET"): PUBLIC,  # the API's OpenAPI document (services/intake/openapi.py)
         # Open311 GeoReport v2 (services/intake/open311.py): reading is public; POSTing a
         # request needs an api_key (the placeholder sends the development key), not a role.
         ("open311.discovery", "GET"): PUBLIC,
@@ -112,7 +137,11 @@ RULES = {
         ("publicity.typical_detail", "GET"): PUBLIC,
         ("publicity.typical_feed", "GET"): PUBLIC,
         ("publicity.notices", "GET"): PUBLIC,
-        ("publicity.staff_home", "GET"): Rule(only("intake_operator", "supervisor", "dispatcher")),
+        ("publicity.staff_home", "GET"): Rule(only("intake_operator", "supervisor", "dispatcher", "leader",
+                                                  "grid_worker")),
+        # 代为反映 (services/intake/filing.py): operators (phone, 12345, walk-in) and grid workers
+        ("filing.file_request", "GET"): Rule(only("intake_operator", "grid_worker")),
+        ("filing.file_request", "POST"): Rule(only("intake_operator", "grid_worker")),
         ("publicity.staff_typical", "GET"): Rule(only("intake_operator", "supervisor")),
         ("publicity.new_typical", "GET"): Rule(only("intake_operator", "supervisor")),
         ("publicity.new_typical", "POST"): Rule(only("intake_operator", "supervisor")),
@@ -120,8 +149,14 @@ RULES = {
         ("publicity.staff_notices", "GET"): Rule(only("intake_operator", "supervisor")),
         ("publicity.staff_notices", "POST"): Rule(only("intake_operator", "supervisor")),
         ("publicity.withdraw_notice_view", "POST"): Rule(only("intake_operator", "supervisor")),
-        ("stats.volume", "GET"): Rule(only("intake_operator", "supervisor", "dispatcher")),
-        ("stats.volume_csv", "GET"): Rule(only("intake_operator", "supervisor", "dispatcher")),
+        # 回访 (services/intake/callback_views.py): operators call and enter ratings (and
+        # reveal the phone, audited); supervisors read a case's ratings and notifications.
+        ("callback.work_list", "GET"): Rule(only("intake_operator")),
+        ("callback.case_page", "GET"): Rule(only("intake_operator", "supervisor")),
+        ("callback.rate_case", "POST"): Rule(only("intake_operator")),
+        ("callback.reveal", "POST"): Rule(only("intake_operator")),
+        ("stats.volume", "GET"): Rule(only("intake_operator", "supervisor", "dispatcher", "leader")),
+        ("stats.volume_csv", "GET"): Rule(only("intake_operator", "supervisor", "dispatcher", "leader")),
     },
     "dispatch": {
         **COMMON_RULES,
@@ -131,36 +166,45 @@ RULES = {
         ("dispatch.pool", "GET"): Rule(only("handler")),
         ("dispatch.chief", "GET"): Rule(only("chief")),
         ("dispatch.inbox", "GET"): Rule(only("handler")),
-        # a 海州区 case waiting for 交办: its district's dispatcher, supervisors (read only) and admin
-        ("dispatch.case", "GET"): Rule(only("dispatcher", "supervisor")),
-        ("dispatch.case_diagram", "GET"): Rule(only("dispatcher", "supervisor")),
+        # a 海州区 case waiting for 交办: its district's dispatcher, supervisors and leaders (read
+        # only) and admin
+        ("dispatch.case", "GET"): Rule(only("dispatcher", "supervisor", "leader")),
+        ("dispatch.case_diagram", "GET"): Rule(only("dispatcher", "supervisor", "leader")),
         # a photo or attachment of the case: whoever reads the case (404 if not its file)
-        ("dispatch.case_file", "GET"): Rule(only("dispatcher", "supervisor")),
+        ("dispatch.case_file", "GET"): Rule(only("dispatcher", "supervisor", "leader")),
         # 显示完整号码 (audited): whoever reads the case, except supervisors (masked only)
         ("dispatch.reveal", "POST"): Rule(only("dispatcher")),
-        # supervisors read the case, so the empty placeholder post is sent back to it; a valid
-        # act is refused by cases.may_work (403, tests/unit/test_audit.py)
-        ("dispatch.act_on_case", "POST"): Rule(only("dispatcher", "supervisor")),
-        ("dispatch.assign", "POST"): Rule(only("dispatcher", "supervisor")),
+        # supervisors and leaders read the case, so the empty placeholder post is sent back to
+        # it; a valid act is refused by cases.may_work (403, tests/unit/test_audit.py)
+        ("dispatch.act_on_case", "POST"): Rule(only("dispatcher", "supervisor", "leader")),
+        ("dispatch.assign", "POST"): Rule(only("dispatcher", "supervisor", "leader")),
         ("dispatch.bulk_assign", "POST"): Rule(only("dispatcher")),
         # 不是重复 (services/dispatch/duplicates.py): the district's dispatcher.
         ("dispatch.dismiss_duplicates", "POST"): Rule(only("dispatcher")),
         ("api.list_cases", "GET"): Rule(only("dispatcher"), why="default status=assign: dispatchers' list"),
-        ("api.get_case", "GET"): Rule(only("dispatcher", "supervisor"),
-                                      hidden=STAFF - only("dispatcher", "supervisor")),
+        ("api.get_case", "GET"): Rule(only("dispatcher", "supervisor", "leader"),
+                                      hidden=STAFF - only("dispatcher", "supervisor", "leader")),
         # login only at the route; the act's own check (cases.NotAllowed → 403) comes after
         # the body is valid, which the empty placeholder body is not
         ("api.act_on_case", "POST"): Rule(STAFF),
+        ("openapi.spec", "GET"): PUBLIC,  # the API's OpenAPI document: no case data
     },
     "mediation": {
         **COMMON_RULES,
-        ("mediation.desk", "GET"): Rule(only("mediator")),
-        ("mediation.case", "GET"): Rule(only("mediator")),
+        # the center's reception and leaders read the desk and cases; only mediators mediate
+        ("mediation.desk", "GET"): Rule(only("mediator", "reception", "leader")),
+        ("mediation.case", "GET"): Rule(only("mediator", "reception", "leader")),
         ("mediation.mediate", "POST"): Rule(only("mediator")),
+        # services/mediation/handling.py: reveal (audited) for readers who work cases; 接办 for
+        # mediators (the placeholder POST lacks take=1: 400); 保密 only for a taken case's mediator
+        # and the center's leaders, so nobody on the placeholder (not taken)
+        ("mediation.reveal", "POST"): Rule(only("mediator", "reception")),
+        ("mediation.take", "POST"): Rule(only("mediator")),
+        ("mediation.confidential", "POST"): Rule(frozenset(), why="the placeholder case is not taken"),
     },
     "supervision": {
         **COMMON_RULES,
-        ("supervision.board", "GET"): Rule(only("supervisor")),
+        ("supervision.board", "GET"): Rule(only("supervisor", "leader")),  # leaders read, no urge form
         ("supervision.urge", "POST"): Rule(only("supervisor")),
     },
 }
@@ -263,7 +307,7 @@ def make_mediation_case(mediation, case_no):
 
 # URL arguments every app may use; ``case_no`` (and Open311's ``token``) come from the
 # real case each service gets in ``placeholders``. A new argument name needs an entry here.
-URL_VALUES = {"filename": "fzt.css", "sha256": "0" * 64, "act": "reject", "fmt": "json", "service_code": "housing",
+URL_VALUES = {"filename": "fzt.css", "sha256": "0" * 64, "username": "no-such-user", "act": "reject", "fmt": "json", "service_code": "housing",
               "rest": "no-such-resource", "instance_id": 999999, "typical_id": 999999, "notice_id": 999999}
 
 

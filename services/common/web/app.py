@@ -21,7 +21,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from ..observability import bind_case, metrics_for, readiness_response, unbind
 from ..reference import CATEGORIES, CHANNELS, DEPARTMENTS, DISTRICTS
 from .. import audit, uploads
-from . import auth, ops, privacy, ratelimit, security
+from . import account, auth, ops, privacy, ratelimit, security
 
 csrf = CSRFProtect()
 log = logging.getLogger(__name__)
@@ -62,8 +62,8 @@ def create_app(service, test_config: dict | None = None) -> Flask:
 
     csrf.init_app(app)
     security.init_app(app, production=service.settings.production)  # headers: docs/security.md
-    auth.login_manager.init_app(app)
-    app.register_blueprint(auth.bp)
+    auth.init_app(app)  # login, lockout, sessions, tokens, forced password change
+    account.init_app(app)  # own password, admin pages (/admin/users), single sign-on
     app.register_blueprint(ops.bp)
     audit.init_app(app, service)  # /audit pages, request address for entries: docs/security.md
     privacy.init_app(app)  # mask_phone, mask_name filters

@@ -1,7 +1,6 @@
-"""Staff login (Flask-Login, session cookie) and API bearer tokens (signed, made with the CLI).
+"""Staff login (Flask-Login, session cookie) and API bearer tokens (``tokens.py``, made with the CLI).
 
-Roles are coarse for now: admin, dispatcher (scoped to a district), handler (scoped to a
-department), chief (the chief handler, 首席办事员), intake_operator, supervisor, mediator. ``roles_required`` guards a view.
+Roles and their scope: ``roles.py``. ``roles_required`` guards a view (admin passes every one).
 
 Login security (docs/security.md): after ``LOCK_AFTER`` wrong passwords in a row an account is
 locked for ``LOCK_FOR`` (on the service's platform clock); unknown usernames get the same answers
@@ -22,7 +21,6 @@ from flask import (Blueprint, abort, current_app, flash, redirect, render_templa
 from flask_login import (LoginManager, UserMixin, current_user, login_required, login_user,
                          logout_user)
 from flask_wtf import FlaskForm
-from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import event, select, update
 from sqlalchemy.orm.base import NEVER_SET, NO_VALUE
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -30,16 +28,9 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from ..models import StaffUser
-
-ROLE_NAMES = {
-    "admin": "系统管理员",
-    "dispatcher": "分拨员",
-    "handler": "部门办理人",
-    "chief": "首席办事员",
-    "intake_operator": "受理员",
-    "supervisor": "督办员",
-    "mediator": "调解员",
-}
+from . import tokens
+from .roles import ROLE_NAMES
+from .tokens import make_token  # noqa: F401 (the CLI and tests make tokens through auth)
 
 login_manager = LoginManager()
 login_manager.login_view = "auth.login"
@@ -66,6 +57,7 @@ class Staff(UserMixin):
         self.district = row.district
         self.department = row.department
         self.session_version = row.session_version or 0
+        self.must_change_password = bool(row.must_change_password)
 
     @property
     def role_name(self):
@@ -96,24 +88,19 @@ def _load_user(username):
     return staff
 
 
-def _token_serializer():
-    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="fzt-api-token")
-
-
-def make_token(secret_key: str, username: str) -> str:
-    return URLSafeSerializer(secret_key, salt="fzt-api-token").dumps({"u": username})
-
-
 @login_manager.request_loader
 def _load_from_bearer(req):
+    """The token's user, unless the token is too old, the account is disabled, or its
+    session version moved on since the token was made (tokens.py)."""
     header = req.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         return None
-    try:
-        data = _token_serializer().loads(header[7:].strip())
-    except BadSignature:
+    found = tokens.read_token(current_app.config["SECRET_KEY"], header[7:].strip(),
+                              _service().settings.token_max_age_days * 86400)
+    if found is None:
         return None
-    return find_staff(data.get("u", "")) if isinstance(data, dict) else None
+    staff = find_staff(found[0])
+    return staff if staff is not None and staff.session_version == found[1] else None
 
 
 @login_manager.unauthorized_handler
@@ -122,6 +109,35 @@ def _unauthorized():
         return {"error": "unauthorized", "message": "需要登录或有效的访问令牌"}, 401
     # full_path lacks the /<service> mount point; keep it so the user comes back here.
     return redirect(url_for("auth.login", next=request.script_root + request.full_path.rstrip("?")))
+
+
+def init_app(app) -> None:
+    login_manager.init_app(app)
+    app.register_blueprint(bp)
+    app.before_request(_require_password_change)
+
+
+# What an account that must change its password may still reach (the change page is in account.py).
+_PASSWORD_CHANGE_EXEMPT = {"account.password", "auth.login", "auth.logout", "auth.logout_all", "static",
+                           "healthz", "readyz", "metrics_endpoint"}
+
+
+def _require_password_change():
+    """An account whose password an admin chose (new account, reset) reaches nothing but the
+    password page and logout until its user picks their own."""
+    if request.endpoint is None or request.endpoint in _PASSWORD_CHANGE_EXEMPT:
+        return None
+    if not (current_user.is_authenticated and current_user.must_change_password):
+        return None
+    if "/api/" in request.path:
+        return {"error": "password_change_required", "message": "请先登录网页修改初始密码"}, 403
+    return redirect(url_for("account.password"))
+
+
+def keep_session(session_version: int) -> None:
+    """After the user changed their own password (which ends every session of the account),
+    keep this one: it now carries the new version."""
+    session[_SESSION_VERSION_KEY] = session_version
 
 
 def roles_required(*roles):
@@ -146,7 +162,7 @@ class LoginForm(FlaskForm):
     password = PasswordField("密码", validators=[DataRequired("请输入密码"), Length(max=200)])
 
 
-def _safe_next(target: str) -> str | None:
+def safe_next(target: str) -> str | None:
     """Only a local path: never another site (``//host``, ``/\\host``, ``http:…``)."""
     if not target.startswith("/") or target.startswith("//") or "\\" in target:
         return None
@@ -255,6 +271,15 @@ def _audit(actor, action):
     audit.record_now(_service(), actor, action)
 
 
+def start_session(row) -> None:
+    """Log ``row`` in (password or single sign-on, oidc.py)."""
+    session.clear()  # nothing from before the login survives it
+    login_user(Staff(row))
+    session.permanent = True  # the cookie expires after PERMANENT_SESSION_LIFETIME
+    session[_SESSION_VERSION_KEY] = row.session_version or 0
+    session[_LOGIN_AT_KEY] = int(_wall_clock())
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     form = LoginForm()
@@ -262,12 +287,8 @@ def login():
         outcome, row = check_login(form.username.data, form.password.data)
         _audit(row if outcome == "ok" else form.username.data, _LOGIN_ACTIONS[outcome])
         if outcome == "ok":
-            session.clear()  # nothing from before the login survives it
-            login_user(Staff(row))
-            session.permanent = True  # the cookie expires after PERMANENT_SESSION_LIFETIME
-            session[_SESSION_VERSION_KEY] = row.session_version or 0
-            session[_LOGIN_AT_KEY] = int(_wall_clock())
-            return redirect(_safe_next(request.args.get("next", "")) or url_for("home"))
+            start_session(row)
+            return redirect(safe_next(request.args.get("next", "")) or url_for("home"))
         flash(LOCKED_MESSAGE if outcome == "locked" else WRONG_MESSAGE, "error")
     return render_template("login.html", form=form)
 

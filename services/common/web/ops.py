@@ -1,13 +1,18 @@
 """Stuck work (运维): workflow instances set aside as ``error`` — their reason and position —
-with retry after a fix, or cancel with a reason. Every service has the page, for admins."""
+with retry after a fix, or cancel with a reason. Every service has the page, for admins.
+
+Diagrams: the deployed versions of the service's diagram and a deploy of the files in
+``bpmn/`` (what ``fzt bpmn deploy`` does), for process designers and admins; audited."""
 from __future__ import annotations
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
+from .. import audit
 from ..db import Conflict
-from ..models import WorkflowInstance
+from ..models import DeployedSpec, WorkflowInstance
+from ..workflow.specs import DiagramError, content_hash, read_sources
 from ..workflow.runtime import TaskNotFound
 from .auth import roles_required
 
@@ -70,3 +75,35 @@ def cancel(instance_id):
     except (TaskNotFound, Conflict) as err:
         flash(f"无法撤销：{err}", "error")
     return redirect(url_for("ops.stuck"))
+
+
+@bp.get("/diagrams")
+@roles_required("process_designer")
+def diagrams():
+    service = _service()
+    with service.uow() as uow:
+        versions = uow.session.scalars(select(DeployedSpec).where(DeployedSpec.process_id == service.name)
+                                       .order_by(DeployedSpec.version.desc()).limit(50)).all()
+    sources = read_sources(service.settings.bpmn_dir, service.name) if service.has_diagram else {}
+    return render_template("ops_diagrams.html", versions=versions, files=sorted(sources),
+                           on_disk=content_hash(sources) if sources else None)
+
+
+@bp.post("/diagrams/deploy")
+@roles_required("process_designer")
+def deploy_diagrams():
+    """Validate and deploy; running cases stay on their version, new cases take this one."""
+    service = _service()
+    try:
+        spec_hash, new = service.deploy()
+    except DiagramError as err:
+        flash(f"流程图未通过检查，未部署：{err}", "error")
+        return redirect(url_for("ops.diagrams"))
+    if not spec_hash:
+        flash("本服务没有流程图", "error")
+    elif not new:
+        flash(f"当前版本已是这份流程图（{spec_hash[:12]}），无需部署", "info")
+    else:
+        audit.record_now(service, current_user, "diagram.deploy", hash=spec_hash[:12])
+        flash(f"流程图已部署（{spec_hash[:12]}）：新案件按新版本办理，已在办的案件仍按原版本", "success")
+    return redirect(url_for("ops.diagrams"))
