@@ -12,6 +12,7 @@
     fzt user unlock USER        clear a login lockout (5 wrong passwords), in all four services
     fzt dead-letters list|show|replay|discard SERVICE   messages that could not be applied
     fzt hotline-gateway         12345 hotline work orders in, case status back (docs/hotline-12345.md)
+    fzt privacy anonymise [SERVICE] [--dry-run]   anonymise archived cases' personal data
 
 Configuration comes from FZT_* environment variables (see services/common/config.py).
 """
@@ -330,6 +331,31 @@ def _wait_for_signal():
         signal.signal(sig, lambda *_: stop.set())
     while not stop.is_set():
         stop.wait(0.5)
+
+
+@main.group()
+def privacy():
+    """Personal data: anonymise archived cases (docs/privacy.md)."""
+
+
+@privacy.command("anonymise")
+@OPTIONAL_SERVICES
+@click.option("--dry-run", is_flag=True, help="list what would be anonymised; change nothing")
+@click.option("--days", type=click.IntRange(min=0), default=None,
+              help="retention period in days (default FZT_RETENTION_DAYS)")
+def privacy_anonymise(services, dry_run, days):
+    """Anonymise the personal data of cases archived longer than the retention period."""
+    from .retention import anonymise
+    settings = _settings()
+    days = settings.retention_days if days is None else days
+    if days == 0:
+        raise click.ClickException("FZT_RETENTION_DAYS=0 关闭了匿名化；如需立即执行请用 --days 指定天数")
+    for name in services or SERVICES:
+        done = anonymise(load_service(name, settings), dry_run=dry_run, days=days)
+        verb = "would anonymise" if dry_run else "anonymised"
+        click.echo(f"{name}: {verb} {len(done)} case(s) archived more than {days} days")
+        for result in done:
+            click.echo(f"  {result.case_no}  {', '.join(result.fields)}  ({', '.join(result.records)})")
 
 
 main.add_command(dead_letters_cli)

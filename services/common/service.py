@@ -52,6 +52,9 @@ class ServiceDefinition:
     summary_keys: tuple = ()
     home_endpoint: str = "auth.login"  # where /<service>/ leads
     blueprints: Callable = lambda: []  # returns the service's Flask blueprints
+    # Personal data in the service's own tables, for retention (services/common/retention.py):
+    # an object with archived(session, case_no), contact(session, case_no), anonymise(session, case_no, scrub).
+    personal_data: object = None
 
 
 class Service:

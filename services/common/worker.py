@@ -16,6 +16,7 @@ from kombu import Queue
 from .bus.consumer import ServiceConsumer
 from .bus.relay import OutboxRelay
 from .observability import bind_service, metrics_for, serve_worker_http
+from .retention import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class Worker:
         self.ready = threading.Event()
         self.outbox_has_work = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.retention = Schedule(service)  # daily anonymisation of archived cases (docs/privacy.md)
         self._consumer = None
         self._http = None
 
@@ -111,6 +113,7 @@ class Worker:
         while not self.stopping.is_set():
             if self.service.has_diagram:
                 self.metrics.timers_fired(self.service.runtime.fire_due_timers(self.service.uow))
+            self.retention.run_if_due()
             self.stopping.wait(self.sweep_interval)
 
     def _consume_loop(self, routing_keys):

@@ -8,8 +8,8 @@ from .forms import FORMS
 
 
 def _blueprints():
-    from . import api, views
-    return [views.bp, api.bp]
+    from . import api, openapi, views
+    return [views.bp, api.bp, openapi.bp]
 
 
 definition = ServiceDefinition(

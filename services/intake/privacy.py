@@ -5,30 +5,12 @@ Used by Open311 (descriptions and status notes it returns) and by the publicity 
 """
 from __future__ import annotations
 
-import re
-
 from markupsafe import Markup, escape
 
-# Numbers that identify a person (mobile, landline, ID card) and e-mail addresses: masked in
-# every public text (a citizen often writes "请回电138…" into the description).
-PERSONAL_NUMBER = re.compile(r"(?<![\dA-Za-z])(1[3-9]\d{9}|0\d{2,3}-?\d{7,8}|\d{17}[\dXx])(?![\dA-Za-z])")
-# ASCII only: with \w, "邮箱zsf@…" would take the Chinese word before the address with it.
-EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
-MASK = "＊＊＊"
+# The rule itself is the platform's (retention uses it too); re-exported for intake's modules.
+from services.common.web.privacy import EMAIL, MASK, PERSONAL_NUMBER, mask_personal
 
-
-def mask_personal(text, name: str | None = None, phone: str | None = None):
-    """``text`` without the requester's ``name`` and ``phone``, nor any phone, ID or e-mail.
-
-    A one-character name is left alone (it would mask ordinary words)."""
-    if not text:
-        return text
-    if phone:
-        text = text.replace(phone, MASK)
-    name = (name or "").strip()
-    if len(name) >= 2:
-        text = text.replace(name, MASK)
-    return EMAIL.sub(MASK, PERSONAL_NUMBER.sub(MASK, text))
+__all__ = ["EMAIL", "MASK", "PERSONAL_NUMBER", "mask_personal", "mark_personal"]
 
 
 def _partial(found: str) -> str:

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from services.common.models import TimelineEntry, WorkflowInstance, WorkItem
 from services.common.workflow.runtime import TaskNotFound
 
+from . import handling
 from .forms import OUTCOMES
 
 MEDIATE = "mediate"
@@ -123,7 +124,7 @@ def mediate(service, user, case_no, outcome, result, agreement="", expected_vers
             WorkItem.case_no == case_no, WorkItem.task_name == MEDIATE)).first()
         if item is None:
             raise NoSuchTask(f"案件 {case_no} 当前不在“{TASK_NAMES[MEDIATE]}”环节，可能已被他人处理")
-        if not may_work(user, item):
+        if not may_work(user, item) or not handling.may_mediate(user, handling.of(uow.session, case_no)):
             raise NotAllowed("您无权调解该案件")
         try:
             service.runtime.complete(uow, item.id, data, actor=user.display_name,
@@ -148,7 +149,8 @@ def case_record(service, case_no):
         timeline = uow.session.scalars(select(TimelineEntry).where(TimelineEntry.case_no == case_no)
                                        .order_by(TimelineEntry.at, TimelineEntry.id)).all()
         snapshot = service.runtime.snapshot(uow.session, instance)
-    return {"instance": instance, "items": items, "timeline": timeline, **snapshot}
+        handled_by = handling.of(uow.session, case_no)  # its mediator, confidential or not
+    return {"instance": instance, "items": items, "timeline": timeline, "handling": handled_by, **snapshot}
 
 
 # -- the bus ---------------------------------------------------------------------------

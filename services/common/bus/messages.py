@@ -11,6 +11,8 @@ from datetime import datetime
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
+from ..safetext import unstorable
+
 ENVELOPE_VERSION = 1
 
 
@@ -169,6 +171,8 @@ def parse_envelope(data) -> dict:
     """Validate a received envelope and its body; returns the loaded envelope."""
     if not isinstance(data, dict):
         raise InvalidMessage("envelope is not a JSON object")
+    if unstorable(data):  # would fail in the database on every retry: dead-letter at once
+        raise InvalidMessage("invalid message: a NUL character or an unpaired surrogate in its text")
     try:
         loaded = _envelope.load(data)
         loaded["body"] = BODY_SCHEMAS[loaded["type"]]().load(loaded["body"])

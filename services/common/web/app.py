@@ -21,7 +21,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from ..observability import bind_case, metrics_for, readiness_response, unbind
 from ..reference import CATEGORIES, CHANNELS, DEPARTMENTS, DISTRICTS
 from .. import audit, uploads
-from . import account, auth, ops, privacy, ratelimit, security
+from . import account, auth, hostile, ops, privacy, ratelimit, security
 
 csrf = CSRFProtect()
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ def create_app(service, test_config: dict | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
 
     csrf.init_app(app)
+    hostile.init_app(app)  # NUL, lone surrogates, too-deep JSON: 400, not 500 (docs/security.md)
     security.init_app(app, production=service.settings.production)  # headers: docs/security.md
     auth.init_app(app)  # login, lockout, sessions, tokens, forced password change
     account.init_app(app)  # own password, admin pages (/admin/users), single sign-on

@@ -1,9 +1,36 @@
-"""Personal data on staff pages: the citizen's phone and name shown masked until a member of
-staff reveals them on purpose (a POST that writes a ``pii.reveal`` audit entry; docs/security.md).
+"""Personal data: the masking rules of the platform (docs/security.md, "Personal data").
 
-In templates: ``{{ data.phone|mask_phone }}``, ``{{ data.name|mask_name }}``.
+* On staff pages the citizen's phone and name show masked until a member of staff reveals
+  them on purpose (a POST that writes a ``pii.reveal`` audit entry). In templates:
+  ``{{ data.phone|mask_phone }}``, ``{{ data.name|mask_name }}``, ``{{ text|mask_personal }}``.
+* In free text (public pages, Open311, typical cases, anonymised archived cases):
+  ``mask_personal`` hides phone, landline and ID-card numbers, e-mail addresses and the
+  requester's own name and phone.
 """
 from __future__ import annotations
+
+import re
+
+# Numbers that identify a person (mobile, landline, ID card) and e-mail addresses: masked in
+# every public text (a citizen often writes "请回电138…" into the description).
+PERSONAL_NUMBER = re.compile(r"(?<![\dA-Za-z])(1[3-9]\d{9}|0\d{2,3}-?\d{7,8}|\d{17}[\dXx])(?![\dA-Za-z])")
+# ASCII only: with \w, "邮箱zsf@…" would take the Chinese word before the address with it.
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+MASK = "＊＊＊"
+
+
+def mask_personal(text, name: str | None = None, phone: str | None = None):
+    """``text`` without the requester's ``name`` and ``phone``, nor any phone, ID or e-mail.
+
+    A one-character name is left alone (it would mask ordinary words)."""
+    if not text:
+        return text
+    if phone:
+        text = text.replace(phone, MASK)
+    name = (name or "").strip()
+    if len(name) >= 2:
+        text = text.replace(name, MASK)
+    return EMAIL.sub(MASK, PERSONAL_NUMBER.sub(MASK, text))
 
 
 def mask_phone(value) -> str:
@@ -29,3 +56,4 @@ def mask_name(value) -> str:
 def init_app(app) -> None:
     app.add_template_filter(mask_phone)
     app.add_template_filter(mask_name)
+    app.add_template_filter(mask_personal)
