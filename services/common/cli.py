@@ -246,13 +246,21 @@ def _shift_clock(change):
 @click.option("--host", default="127.0.0.1")
 @click.option("--port", type=int, default=None)
 def serve(service, host, port):
-    """Serve one service's web app under /<service>."""
+    """Serve one service's web app under /<service> until SIGTERM or Ctrl-C."""
     _logging(service)
-    from waitress import serve as waitress_serve
+    from waitress.server import create_server
     svc = load_service(service, _settings())
-    app = prefixed({service: create_app(svc)})
-    waitress_serve(app, host=host, port=port or DEFAULT_PORTS[service], threads=8,
-                   ident="fzt")
+    server = create_server(prefixed({service: create_app(svc)}), host=host,
+                           port=port or DEFAULT_PORTS[service], threads=8, ident="fzt")
+    threading.Thread(target=server.run, daemon=True).start()
+    click.echo(f"{service} web serving on http://{host}:{server.effective_port}/{service}/")
+    _wait_for_signal()
+    click.echo(f"{service} web stopping (requests in progress finish first, up to 10 s)")
+    # Running requests finish and answer while the loop still runs; queued ones are dropped
+    # unanswered, before they touched anything (each request commits in one transaction).
+    server.task_dispatcher.shutdown(cancel_pending=True, timeout=10)
+    server.close()
+    click.echo(f"{service} web stopped")
 
 
 @main.command()

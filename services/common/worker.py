@@ -120,7 +120,8 @@ class Worker:
         queue: Queue = self.service.topology.service_queue(self.service.name, routing_keys)
         with self.service.topology.connection() as conn:
             self._consumer = ServiceConsumer(conn, self.service.topology, self.service.name, queue,
-                                             self.service.apply_message, metrics=self.metrics)
+                                             self.service.apply_message, metrics=self.metrics,
+                                             prefetch=self.service.settings.prefetch)
             if self.stopping.is_set():
                 return
             self._consumer.run()

@@ -112,7 +112,9 @@ def submit_request(service, data: dict, uow=None, photos=(), **columns) -> Citiz
         "case_no": case_no, "district": district, "name": request.name, "phone": request.phone,
         "description": request.description, "category": request.category,
         "channel": request.channel, "location": request.location,
-        "submitted_at": now.isoformat(), "photos": photos,
+        "submitted_at": now.isoformat(),
+        "latitude": columns.get("latitude"), "longitude": columns.get("longitude"),
+        "photos": photos,
     })
     return request
 

@@ -1,19 +1,23 @@
-"""A consumer in a crash loop: what happens to the healthy messages it had prefetched.
+"""A consumer in a crash loop: how many healthy messages it drags into the dead-letter queue.
 
-Every kill -9 of a worker returns the messages its consumer held unacknowledged (up to the
-prefetch count, 20), and RabbitMQ (3.10 here) counts that as a delivery. After
-``FZT_DELIVERY_LIMIT`` (5) such deliveries the quorum queue dead-letters a message, though
-nothing was wrong with it. Nothing is lost — it waits in ``<prefix>.<service>.dead`` for
-``fzt dead-letters replay`` — but its case is stuck until an operator replays it.
+Every kill -9 of a worker returns the messages its consumer held unacknowledged (at most
+``FZT_PREFETCH`` of them), and RabbitMQ (3.10 here) counts each return as a delivery. A
+message returned ``FZT_DELIVERY_LIMIT`` + 1 times is dead-lettered by the quorum queue,
+though nothing was wrong with it. Nothing is lost — it waits in ``<prefix>.<service>.dead``
+for ``fzt dead-letters replay`` — but its case is stuck until an operator replays it. So a
+crash loop of K kills dead-letters at most ``prefetch × K // (delivery_limit + 1)`` messages:
+the prefetch is the blast radius.
 
-This test builds a backlog for dispatch, then starts its worker and kills it -9
-``FZT_CRASH_LOOP_LIFETIME`` (0.02) s after it says it runs, ``FZT_CRASH_LOOP_KILLS`` (6)
-times — a process that dies soon after it subscribes, as with a poison message that crashes
+The test builds a backlog for dispatch, then starts its worker and kills it -9
+``FZT_CRASH_LOOP_LIFETIME`` (0.02) s after its consumer subscribed (RabbitMQ pushes the
+prefetch at once), ``FZT_CRASH_LOOP_KILLS`` (6) times — a process that dies soon after it subscribes, as with a poison message that crashes
 it, an out-of-memory kill or a failing liveness probe — then lets it run, replays what was
 dead-lettered (as the operator would) and checks that every case reached dispatch exactly
-once. It prints how many healthy messages were dead-lettered on the way (docs/reliability.md).
+once and that no more messages were dead-lettered than the bound above.
 
-Opt-in (about 25 s): ``FZT_FAULT_CRASH_LOOP=1 .venv/bin/python -m pytest -s tests/fault/test_crash_loop.py``.
+* ``defaults`` (the normal suite, about 40 s on an idle machine): FZT_PREFETCH 1, FZT_DELIVERY_LIMIT 5.
+* ``prefetch-20`` (opt-in, ``FZT_FAULT_CRASH_LOOP=1``): the former prefetch of 20, to show
+  what it cost (docs/reliability.md).
 """
 from __future__ import annotations
 
@@ -22,22 +26,29 @@ import time
 
 import pytest
 
+from services.common import config
 from services.common.bus.deadletters import DeadLetters
 
 from .chaos import call, per_case, wait_quiescent
 
-pytestmark = [pytest.mark.fault, pytest.mark.skipif(
-    os.environ.get("FZT_FAULT_CRASH_LOOP", "") != "1", reason="opt-in: FZT_FAULT_CRASH_LOOP=1")]
+pytestmark = pytest.mark.fault
 
-BACKLOG = int(os.environ.get("FZT_CRASH_LOOP_BACKLOG", "60"))
+BACKLOG = int(os.environ.get("FZT_CRASH_LOOP_BACKLOG", "40"))
 KILLS = int(os.environ.get("FZT_CRASH_LOOP_KILLS", "6"))
-# How long it runs before each kill: about long enough to subscribe and take its prefetch,
+# How long it runs after subscribing, before each kill: long enough to take its prefetch,
 # too short to work through it.
 LIFETIME = float(os.environ.get("FZT_CRASH_LOOP_LIFETIME", "0.02"))
+OPT_IN = pytest.mark.skipif(os.environ.get("FZT_FAULT_CRASH_LOOP", "") != "1",
+                            reason="opt-in: FZT_FAULT_CRASH_LOOP=1")
 
 
-def test_crash_loop_dead_letters_but_loses_nothing(fault_cluster):
+@pytest.mark.parametrize("fault_cluster", [
+    pytest.param({}, id="defaults"),
+    pytest.param({"FZT_PREFETCH": "20"}, id="prefetch-20", marks=OPT_IN),
+], indirect=True)
+def test_a_crash_loop_dead_letters_at_most_the_prefetch_and_loses_nothing(fault_cluster):
     cluster = fault_cluster
+    settings = config.from_env(cluster.env)  # what the worker runs with
     queue, dead = f"{cluster.bus_prefix}.dispatch", f"{cluster.bus_prefix}.dispatch.dead"
     cluster.kill("dispatch-worker")
     case_nos = []
@@ -53,24 +64,28 @@ def test_crash_loop_dead_letters_but_loses_nothing(fault_cluster):
         time.sleep(0.1)
 
     trail = []
-    for _ in range(KILLS):  # the crash loop
-        cluster.restart("dispatch-worker")
-        time.sleep(LIFETIME)
-        cluster.kill("dispatch-worker")
-        depths = cluster.queue_depths(suffixes=("", ".dead"))
-        trail.append((depths[queue], depths[dead]))
+    with Subscribers(cluster.broker_url, queue) as subscribers:
+        for _ in range(KILLS):  # the crash loop
+            cluster.restart("dispatch-worker")
+            subscribers.wait_for_one()
+            time.sleep(LIFETIME)
+            cluster.kill("dispatch-worker")
+            depths = cluster.queue_depths(suffixes=("", ".dead"))
+            trail.append((depths[queue], depths[dead]))
     cluster.restart("dispatch-worker")
     wait_quiescent(cluster)
     letters = DeadLetters(cluster.broker_url, cluster.bus_prefix, "dispatch",
                           var_dir=cluster.var_dir).list(limit=None).letters
     reached = per_case(cluster.query("dispatch", "SELECT case_no, count(*) FROM workflow_instances "
                                                  "GROUP BY case_no"))
-    print(f"\ncrash loop: {BACKLOG} messages waiting, worker killed {KILLS} times {LIFETIME} s "
-          "after it said it runs; "
-          f"(ready, dead) after each kill: {trail}; dead-lettered: {len(letters)} "
-          f"({sorted({letter.reason for letter in letters})}); reached dispatch before the replay: "
-          f"{len(reached)}")
+    bound = settings.prefetch * KILLS // (settings.delivery_limit + 1)
+    print(f"\ncrash loop (prefetch {settings.prefetch}, delivery limit {settings.delivery_limit}): "
+          f"{BACKLOG} messages waiting, worker killed {KILLS} times {LIFETIME} s after it "
+          f"subscribed; (ready, dead) after each kill: {trail}; dead-lettered: {len(letters)} "
+          f"(bound {bound}; {sorted({letter.reason for letter in letters})}); reached dispatch "
+          f"before the replay: {len(reached)}")
     assert all(letter.reason.startswith("delivery_limit") for letter in letters)
+    assert len(letters) <= bound
     assert {letter.case_no for letter in letters} | set(reached) == set(case_nos)  # nothing lost
 
     DeadLetters(cluster.broker_url, cluster.bus_prefix, "dispatch", var_dir=cluster.var_dir).replay(all=True)
@@ -79,3 +94,27 @@ def test_crash_loop_dead_letters_but_loses_nothing(fault_cluster):
                                                  "GROUP BY case_no"))
     assert reached == dict.fromkeys(case_nos, 1)
     assert cluster.queue_depths(suffixes=(".dead",))[dead] == 0
+
+
+class Subscribers:
+    """Watches a queue's consumer count on one connection (a passive declare per look)."""
+
+    def __init__(self, broker_url: str, queue: str):
+        self.broker_url, self.queue = broker_url, queue
+
+    def __enter__(self):
+        import pika
+
+        from services.common.bus.deadletters import pika_parameters
+        self.connection = pika.BlockingConnection(pika_parameters(self.broker_url))
+        self.channel = self.connection.channel()
+        return self
+
+    def __exit__(self, *exc):
+        self.connection.close()
+
+    def wait_for_one(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.channel.queue_declare(self.queue, passive=True).method.consumer_count < 1:
+            assert time.monotonic() < deadline, f"no consumer on {self.queue} after {timeout} s"
+            time.sleep(0.002)

@@ -14,7 +14,7 @@ SUBMITTED_AT = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc).isoformat()
 def submission(case_no="210902-20261102-0001", description="楼上漏水，天花板一直滴水", category=""):
     return {"case_no": case_no, "district": "210902", "name": "张三", "phone": "13800001234",
             "description": description, "category": category, "channel": "web", "location": "",
-            "submitted_at": SUBMITTED_AT}
+            "submitted_at": SUBMITTED_AT, "latitude": None, "longitude": None, "photos": []}
 
 
 def deliver(service, body):

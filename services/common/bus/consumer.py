@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 class ServiceConsumer(ConsumerMixin):
     def __init__(self, connection, topology, service, queue, apply, retries: int = 3,
-                 retry_delay: float = 0.2, metrics=None):
+                 retry_delay: float = 0.2, metrics=None, prefetch: int = 1):
         self.connection = connection
         self.topology = topology
         self.service = service
@@ -31,11 +31,12 @@ class ServiceConsumer(ConsumerMixin):
         self.retries = retries
         self.retry_delay = retry_delay
         self.metrics = metrics or NullMetrics()  # consumed / applied / dead-lettered counters
+        self.prefetch = prefetch  # FZT_PREFETCH: what a killed worker puts back, counted
 
     def get_consumers(self, Consumer, channel):
         self.topology.declare(channel, self.service, [b.routing_key for b in self.queue.bindings])
         return [Consumer(queues=[self.queue], callbacks=[self.on_message], accept=["json"],
-                         prefetch_count=20)]
+                         prefetch_count=self.prefetch)]
 
     def on_message(self, body, message):
         self.metrics.consumed()

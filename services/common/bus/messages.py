@@ -3,18 +3,24 @@
 The type is the routing key, ``<service>.<event>``, and the BPMN message name in the
 diagrams that throw and catch it. Both ends validate: the sender before the outbox row is
 written, the receiver before any effect. Unknown types and invalid bodies are refused.
+
+The envelope's ``version`` is the version of its type's body (``BODY_VERSIONS``, 1 unless
+listed). A consumer accepts its current version and older ones for which an upcaster (a
+plain function, ``UPCASTERS[(type, n)]``: body of version n → body of version n + 1) is
+registered; a newer version than it knows is refused with a reason saying so, and so
+dead-lettered until the consumer is upgraded and the message replayed
+(docs/schema-evolution.md).
 """
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
+from typing import Callable
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
 from ..safetext import unstorable
-
-ENVELOPE_VERSION = 1
-
 
 class InvalidMessage(ValueError):
     """A message that must not be applied (bad envelope, unknown type or invalid body)."""
@@ -45,6 +51,8 @@ class BlobRef(Schema):
 
 
 class CaseSubmitted(Body):
+    """Version 2: the reported point as numbers (``latitude``, ``longitude``; None when the
+    channel sent none). Version 1 had it only inside the location label."""
     district = fields.String(required=True, validate=validate.Length(equal=6))
     name = fields.String(required=True, validate=validate.Length(min=1, max=50))
     phone = fields.String(required=True, validate=validate.Length(min=5, max=20))
@@ -53,8 +61,21 @@ class CaseSubmitted(Body):
     channel = fields.String(required=True, validate=validate.Length(max=30))
     location = fields.String(load_default="", validate=validate.Length(max=200))
     submitted_at = fields.String(required=True)
+    latitude = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-90, 90))
+    longitude = fields.Float(load_default=None, allow_none=True, validate=validate.Range(-180, 180))
     # The citizen's photos (docs/uploads.md); optional, so a body without them stays valid.
     photos = fields.List(fields.Nested(BlobRef), load_default=list, validate=validate.Length(max=20))
+
+
+# How intake's version 1 wrote a point sent without an address (Open311): "经纬度 lat,long".
+_V1_POINT_LABEL = re.compile(r"^经纬度 (-?\d+(?:\.\d+)?),(-?\d+(?:\.\d+)?)$")
+
+
+def case_submitted_v1_to_v2(body: dict) -> dict:
+    """A version 1 body as version 2: the point recovered from the location label, if any."""
+    match = _V1_POINT_LABEL.match(str(body.get("location") or ""))
+    latitude, longitude = (float(match.group(1)), float(match.group(2))) if match else (None, None)
+    return {**body, "latitude": latitude, "longitude": longitude}
 
 
 class CaseAssigned(Body):
@@ -136,13 +157,48 @@ BODY_SCHEMAS: dict[str, type[Schema]] = {
 }
 
 
+# The current body version of a type, where it is not 1, and the upcasters that bring an older
+# body to it. Bump a version only together with the upcaster from the version before.
+BODY_VERSIONS: dict[str, int] = {
+    "intake.case_submitted": 2,
+}
+UPCASTERS: dict[tuple[str, int], Callable[[dict], dict]] = {
+    ("intake.case_submitted", 1): case_submitted_v1_to_v2,
+}
+
+
+def body_version(message_type: str) -> int:
+    return BODY_VERSIONS.get(message_type, 1)
+
+
+def upcast(message_type: str, version: int, body: dict) -> dict:
+    """``body`` of ``version`` as the current version of its type; InvalidMessage if this
+    code does not know that version (newer, or older than its upcasters reach)."""
+    current = body_version(message_type)
+    if version > current:
+        raise InvalidMessage(f"unknown version: {message_type} version {version} is newer than "
+                             f"this consumer knows ({current}); upgrade it, then replay")
+    while version < current:
+        step = UPCASTERS.get((message_type, version))
+        if step is None:
+            raise InvalidMessage(f"unknown version: {message_type} version {version} is too old "
+                                 f"for this consumer (current {current}, no upcaster from it)")
+        try:
+            body = step(dict(body))
+        except Exception as err:  # a malformed old body: refused like an invalid one
+            raise InvalidMessage(f"invalid message: cannot upcast {message_type} version "
+                                 f"{version}: {type(err).__name__}: {err}") from None
+        version += 1
+    return body
+
+
 class Envelope(Schema):
     class Meta:
         unknown = RAISE
 
     id = fields.UUID(required=True)
     type = fields.String(required=True, validate=validate.OneOf(sorted(BODY_SCHEMAS)))
-    version = fields.Integer(required=True, validate=validate.Range(min=1, max=ENVELOPE_VERSION))
+    version = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
     occurred_at = fields.AwareDateTime(required=True)
     case_no = fields.String(required=True, validate=validate.Length(min=1, max=40))
     source = fields.String(required=True, validate=validate.Length(max=30))
@@ -157,7 +213,7 @@ def make_envelope(message_type: str, body: dict, source: str, occurred_at: datet
     envelope = {
         "id": str(uuid.uuid4()),
         "type": message_type,
-        "version": ENVELOPE_VERSION,
+        "version": body_version(message_type),
         "occurred_at": occurred_at.isoformat(),
         "case_no": str(body.get("case_no", "")),
         "source": source,
@@ -175,7 +231,9 @@ def parse_envelope(data) -> dict:
         raise InvalidMessage("invalid message: a NUL character or an unpaired surrogate in its text")
     try:
         loaded = _envelope.load(data)
-        loaded["body"] = BODY_SCHEMAS[loaded["type"]]().load(loaded["body"])
+        body = upcast(loaded["type"], loaded["version"], loaded["body"])
+        loaded["body"] = BODY_SCHEMAS[loaded["type"]]().load(body)
+        loaded["version"] = body_version(loaded["type"])
     except ValidationError as err:
         raise InvalidMessage(f"invalid message: {err.messages}") from None
     if loaded["body"]["case_no"] != loaded["case_no"]:
