@@ -186,8 +186,6 @@ def from_env(environ=os.environ, **overrides) -> Settings:
         raise RuntimeError(f"FZT_PREFETCH must be 1 or more, not {settings.prefetch}")
     if settings.retention_days < 0:
         raise RuntimeError(f"FZT_RETENTION_DAYS must be 0 (off) or more, not {settings.retention_days}")
-    if settings.prefetch < 1:
-        raise RuntimeError(f"FZT_PREFETCH must be 1 or more, not {settings.prefetch}")
     if settings.log_format not in ("", "json", "text"):
         raise RuntimeError(f"FZT_LOG_FORMAT must be json or text, not {settings.log_format!r}")
     if settings.token_max_age_days < 1:
