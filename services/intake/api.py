@@ -12,6 +12,7 @@ from services.common.web.app import csrf_exempt
 from services.common.web.ratelimit import LOOKUP, SUBMIT, limited, replayed
 
 from . import idempotency
+from .privacy import mask_personal
 from .requests import RequestSchema, find_request, public_timeline
 from .views import STATUS_NAMES, checked_photos, stored_photos
 
@@ -66,6 +67,8 @@ def get_request(case_no):
         case_no=found.case_no, status=found.status, status_name=STATUS_NAMES.get(found.status, found.status),
         district=found.district, category=found.category, channel=found.channel,
         submitted_at=found.created_at.isoformat(),
-        timeline=[{"at": e.at.isoformat(), "title": e.title, "detail": e.detail}
+        # a reply may name the citizen or a phone number: masked like every public text
+        timeline=[{"at": e.at.isoformat(), "title": e.title,
+                   "detail": mask_personal(e.detail, name=found.name, phone=found.phone)}
                   for e in public_timeline(service, found.case_no)],
     )

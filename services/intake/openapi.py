@@ -10,6 +10,7 @@ from marshmallow import Schema, fields
 from services.common.reference import CATEGORIES, CHANNELS, DISTRICTS
 from services.common.web import openapi
 
+from . import idempotency
 from .requests import PHONE, RequestSchema
 
 DESCRIPTION = ("市民提交诉求、凭诉求编号和查询码查询办理进度。无需登录；个人信息不会在查询结果中返回。"
@@ -49,13 +50,31 @@ def _request_body_schema(spec) -> None:
     properties["channel"].update(enum=list(CHANNELS))
 
 
+def _with_photos(spec) -> dict:
+    """The multipart form: the same fields, plus up to four photos (docs/uploads.md)."""
+    fields_ = spec.components.schemas["NewRequest"]
+    return {"type": "object", "required": fields_["required"], "properties": {
+        **fields_["properties"],
+        "photos": {"type": "array", "items": {"type": "string", "format": "binary"},
+                   "description": "照片（JPEG/PNG/WebP，按内容检查），最多4张"}}}
+
+
 def describe(spec) -> None:
     _request_body_schema(spec)
+    body = openapi.json_body(RequestSchema)
+    body["content"]["multipart/form-data"] = {"schema": _with_photos(spec)}
+    created = openapi.responses("201", Created, "已受理：诉求编号和查询码（同一 Idempotency-Key 的重试得到同一答复）", **{
+        "400": "请求体不是 JSON 对象，或填写内容有误（fields 逐项说明），或 Idempotency-Key 无效",
+        "422": "同一 Idempotency-Key 已用于内容不同的诉求"})
+    created["201"]["headers"] = {"Idempotent-Replayed": {
+        "description": "true：这是对先前同一请求的重放答复", "schema": {"type": "string", "enum": ["true"]}}}
     spec.path(path="/api/v1/requests", operations={"post": {
         "summary": "提交诉求", "operationId": "createRequest", "tags": ["requests"],
-        "requestBody": openapi.json_body(RequestSchema),
-        "responses": openapi.responses("201", Created, "已受理：诉求编号和查询码",
-                                       **{"400": "请求体不是 JSON 对象，或填写内容有误（fields 逐项说明）"}),
+        "parameters": [{"name": idempotency.HEADER, "in": "header", "required": False,
+                        "schema": {"type": "string", "pattern": idempotency.KEY.pattern, "maxLength": 255},
+                        "description": "重试时带同一个键（建议 UUID），不会重复立案"}],
+        "requestBody": body,
+        "responses": created,
     }})
     spec.path(path="/api/v1/requests/{case_no}", operations={"get": {
         "summary": "查询办理进度", "operationId": "getRequest", "tags": ["requests"],

@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import re
 
-# Numbers that identify a person (mobile, landline, ID card) and e-mail addresses: masked in
-# every public text (a citizen often writes "请回电138…" into the description).
-PERSONAL_NUMBER = re.compile(r"(?<![\dA-Za-z])(1[3-9]\d{9}|0\d{2,3}-?\d{7,8}|\d{17}[\dXx])(?![\dA-Za-z])")
+# Numbers that identify a person (mobile, also written +86 138-0000-1234 or 138 0000 1234;
+# landline; ID card) and e-mail addresses: masked in every public text (a citizen often writes
+# "请回电138…" into the description, a department its reply "已联系张女士138…").
+PERSONAL_NUMBER = re.compile(r"(?<![\dA-Za-z])(?:(?:\+?86[- ]?)?1[3-9]\d(?:[- ]?\d{4}){2}|0\d{2,3}-?\d{7,8}"
+                             r"|\d{17}[\dXx])(?![\dA-Za-z])")
 # ASCII only: with \w, "邮箱zsf@…" would take the Chinese word before the address with it.
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+# Where someone lives, below the street: building, unit and room ("5号楼2单元301室", "3单元502").
+# A road and house number ("中华路18号") stays: it names a place, and the problem is often there.
+DOOR = re.compile(r"\d+\s*(?:号楼|栋|幢|单元)(?:[\d\s\-]|号楼|栋|幢|单元|层|楼|室|号)*|\d+\s*室")
 MASK = "＊＊＊"
 
 
 def mask_personal(text, name: str | None = None, phone: str | None = None):
-    """``text`` without the requester's ``name`` and ``phone``, nor any phone, ID or e-mail.
+    """``text`` without the requester's ``name`` and ``phone``, nor any phone, ID, e-mail or
+    building/unit/room number.
 
     A one-character name is left alone (it would mask ordinary words)."""
     if not text:
@@ -30,7 +36,7 @@ def mask_personal(text, name: str | None = None, phone: str | None = None):
     name = (name or "").strip()
     if len(name) >= 2:
         text = text.replace(name, MASK)
-    return EMAIL.sub(MASK, PERSONAL_NUMBER.sub(MASK, text))
+    return DOOR.sub(MASK, EMAIL.sub(MASK, PERSONAL_NUMBER.sub(MASK, text)))
 
 
 def mask_phone(value) -> str:
