@@ -371,6 +371,16 @@ def test_data_lives_in_named_volumes(compose, services):
     assert services["rabbitmq"].get("hostname")
 
 
+def test_long_running_containers_come_back_after_a_crash_or_a_reboot(services):
+    """Every container but the one-shot migration restarts by itself (docs/reliability.md);
+    "unless-stopped" also after a host reboot, but not after `docker compose stop`."""
+    for name, svc in services.items():
+        expected = "no" if name == "migrate" else "unless-stopped"
+        assert str(svc.get("restart", "no")) == expected, name
+    for name in ("postgres", "rabbitmq"):
+        assert services[name]["healthcheck"], name  # dependants wait for a healthy restart
+
+
 def test_every_app_container_shares_one_blob_store(compose, app_containers):
     """Uploads are written by intake and dispatch and referenced in messages: every service
     must see the same store, on a named volume (docs/uploads.md)."""
