@@ -55,6 +55,9 @@ class ServiceDefinition:
     # Personal data in the service's own tables, for retention (services/common/retention.py):
     # an object with archived(session, case_no), contact(session, case_no), anonymise(session, case_no, scrub).
     personal_data: object = None
+    # Jobs the worker runs after each timer sweep, ``job(service) -> int`` (how much work was
+    # done), e.g. intake's notification sender (services/intake/notify.py).
+    periodic: tuple = ()
 
 
 class Service:

@@ -1,4 +1,5 @@
-"""A service's background worker: bus consumer, outbox relay and timer sweep, one thread each.
+"""A service's background worker: bus consumer, outbox relay and timer sweep (plus the
+service's periodic jobs), one thread each.
 
 ``fzt worker <service>`` runs one; ``fzt run-all`` runs all four in the web process.
 Stopping (Ctrl-C / SIGTERM) lets in-flight messages finish before threads exit: the consumer
@@ -113,8 +114,16 @@ class Worker:
         while not self.stopping.is_set():
             if self.service.has_diagram:
                 self.metrics.timers_fired(self.service.runtime.fire_due_timers(self.service.uow))
+            self._run_periodic()
             self.retention.run_if_due()
             self.stopping.wait(self.sweep_interval)
+
+    def _run_periodic(self):
+        for job in self.service.definition.periodic:
+            try:
+                job(self.service)
+            except Exception:  # a failing job (e.g. a mail server down) must not stop the timers
+                log.exception("%s: periodic job %s failed", self.service.name, getattr(job, "__name__", job))
 
     def _consume_loop(self, routing_keys):
         queue: Queue = self.service.topology.service_queue(self.service.name, routing_keys)

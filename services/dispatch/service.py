@@ -19,7 +19,7 @@ definition = ServiceDefinition(
                   "location", "department_name", "co_departments", "key_case", "fallback",
                   "return_count", "returns", "first_owner_name", "chief_instruction", "chief_request",
                   "extension_days", "extension_reason", "extension_note", "extensions", "resolve_due",
-                  "mediation"),
+                  "mediation", "reopen_count", "citizen_comment"),
 )
 # 疑似重复: each new case is compared with the open ones as dispatch registers it.
 definition.listeners.on("intake.case_submitted")(register_case)

@@ -1,4 +1,5 @@
-"""Intake's own tables: citizen requests and the per-district daily case-number sequence."""
+"""Intake's own tables: citizen requests and the per-district daily case-number sequence,
+the 12345 hotline's orders, publicity, satisfaction ratings and notifications."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -24,7 +25,8 @@ class CitizenRequest(Base):
     category: Mapped[str] = mapped_column(String(50), default="")
     channel: Mapped[str] = mapped_column(String(30))
     location: Mapped[str] = mapped_column(String(200), default="")
-    status: Mapped[str] = mapped_column(String(30))  # submitted | assigned | handled | rejected | merged
+    # submitted | assigned | handled (replied, rating asked) | closed | reopened | rejected | merged
+    status: Mapped[str] = mapped_column(String(30))
     # Set when dispatch merged this request into another case: its citizen gets that case's reply.
     merged_into: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -32,6 +34,13 @@ class CitizenRequest(Base):
     latitude: Mapped[float | None] = mapped_column(Float, nullable=True)
     longitude: Mapped[float | None] = mapped_column(Float, nullable=True)
     media_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Optional: the citizen is also told by e-mail (services/intake/notify.py).
+    email: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    # Kept on the case dispatch handles (not on requests merged into it), for the callback
+    # rule (services/intake/callback.py): how many replies it had, and whether the latest
+    # one is being rated ("rating"), was rejected by a reporter ("reopened") or closed.
+    reply_round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    callback_phase: Mapped[str | None] = mapped_column(String(20), nullable=True)
 
 
 class CaseSequence(Base):
@@ -133,3 +142,44 @@ class RequestPhoto(Base):
     def ref(self) -> dict:
         return {"sha256": self.sha256, "content_type": self.content_type, "size": self.size,
                 "filename": self.filename, "thumbnail_sha256": self.thumbnail_sha256}
+
+
+class SatisfactionRating(Base):
+    """One reporter's rating of one reply (回访): online by the citizen or entered by a
+    callback operator. Append-only; the latest of a request is its current rating."""
+
+    __tablename__ = "satisfaction_ratings"
+    __table_args__ = (Index("ix_satisfaction_ratings_case", "dispatch_case_no", "reply_round"),
+                      Index("ix_satisfaction_ratings_reporter", "case_no"), INTAKE)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_no: Mapped[str] = mapped_column(String(40))  # the reporter's request
+    dispatch_case_no: Mapped[str] = mapped_column(String(40))  # the case dispatch handles
+    reply_round: Mapped[int] = mapped_column(Integer)
+    rating: Mapped[str] = mapped_column(String(30))  # satisfied | basically_satisfied | unsatisfied
+    comment: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(String(20))  # online | callback
+    actor: Mapped[str] = mapped_column(String(100), default="")  # the operator; "" = the citizen
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Notification(Base):
+    """A message to a citizen (accepted / replied / reopened / closed), written in the
+    transaction of the step that caused it; the sender delivers it after commit and marks it
+    sent, retrying failures with a growing pause (services/intake/notify.py)."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_due", "sent_at", "next_attempt_at"),
+                      Index("ix_notifications_case", "case_no"), INTAKE)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_no: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(20))  # accepted | replied | reopened | closed
+    channel: Mapped[str] = mapped_column(String(10))  # sms | email
+    recipient: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(200), default="")
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    provider_ref: Mapped[str | None] = mapped_column(String(100), nullable=True)  # the gateway's id

@@ -49,7 +49,7 @@ MAX_SPAN = timedelta(days=90)  # the spec's default and largest date range
 DEFAULT_AGENCY = "阜新市“阜政通”诉求服务平台"
 SERVICE_NOTICE = "诉求已受理，编号 {case_no}。我们会在1个工作日内交办到负责的部门，并全程跟踪办理进度。"
 UNCATEGORISED = "other"  # requests sent without a category are listed under 其他
-CLOSED_STATUSES = ("handled", "rejected")
+CLOSED_STATUSES = ("handled", "closed", "rejected")
 
 # The list element's child name, per the spec's XML (JSON is the same tree, Spark convention).
 ITEMS = {"services": "service", "service_requests": "request", "errors": "error",

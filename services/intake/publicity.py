@@ -44,6 +44,7 @@ from services.common.web.app import CHINA_TZ
 from services.common.web.auth import roles_required
 
 from .filing import FILING_ROLES
+from .callback import CALLBACK_ROLES
 from .models import CitizenRequest, Notice, TypicalCase
 from .privacy import MASK, mark_personal, mask_personal
 
@@ -63,8 +64,9 @@ PUBLISHER = "阜新市“阜政通”诉求服务平台"
 ATOM = "http://www.w3.org/2005/Atom"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 HANDLED = "handled"
-REPLY_TITLE = "已办结"  # the public timeline entry that carries the department's reply
-STATUS_NAMES = {"submitted": "待分拨", "assigned": "办理中", "handled": "已办结", "rejected": "不予受理",
+PUBLISHABLE = (HANDLED, "closed")  # replied (being rated) or closed after the callback
+REPLY_TITLE = "已答复"  # the public timeline entry that carries the department's reply (intake.bpmn)
+STATUS_NAMES = {"submitted": "待分拨", "assigned": "办理中", "handled": "已答复", "closed": "已办结", "rejected": "不予受理",
                 "merged": "已合并办理"}
 PII_LEFT = "仍含有个人信息（姓名、电话、证件号或邮箱），已替换为“＊＊＊”，请核对后再发布"
 
@@ -119,7 +121,7 @@ def publish_typical_case(service, case_no: str, title: str, category: str, summa
         case = uow.session.get(CitizenRequest, case_no)
         if case is None:
             raise PublicityError(f"未找到诉求 {case_no}", "case_no")
-        if case.status != HANDLED:
+        if case.status not in PUBLISHABLE:
             raise PublicityError("该诉求尚未办结，办结后才能发布为典型案例", "case_no")
         if active_typical(uow.session, case_no) is not None:
             raise PublicityError("该诉求已发布为典型案例，请勿重复发布", "case_no")
@@ -259,6 +261,8 @@ def staff_links() -> list[tuple[str, str]]:
         links += [("publicity.staff_typical", "典型案例"), ("publicity.staff_notices", "通知公告")]
     if role in VOLUME_ROLES or role == "admin":
         links.append(("stats.volume", "受理量统计"))
+    if role in CALLBACK_ROLES or role == "admin":
+        links.append(("callback.work_list", "回访"))
     return links
 
 
@@ -403,7 +407,7 @@ def staff_typical():
         page = paginate(uow.session, query, _page_number(), STAFF_PAGE_SIZE)
         published = select(TypicalCase.case_no).where(TypicalCase.unpublished_at.is_(None))
         handled = uow.session.scalars(select(CitizenRequest).where(
-            CitizenRequest.status == HANDLED, CitizenRequest.case_no.not_in(published))
+            CitizenRequest.status.in_(PUBLISHABLE), CitizenRequest.case_no.not_in(published))
             .order_by(CitizenRequest.created_at.desc()).limit(RECENT_HANDLED)).all()
         recent = [(c, mask_personal(c.description, name=c.name, phone=c.phone)) for c in handled]
     return render_template("intake/staff_typical.html", page=page, recent=recent)
@@ -425,7 +429,7 @@ def new_typical():
         existing = active_typical(uow.session, case_no)
         previous = uow.session.scalars(select(TypicalCase).where(TypicalCase.case_no == case_no)
                                        .order_by(TypicalCase.id.desc()).limit(1)).first()
-    if case.status != HANDLED:
+    if case.status not in PUBLISHABLE:
         name = STATUS_NAMES.get(case.status, case.status)
         return _lookup_page(case_no, f"诉求 {case_no} 尚未办结（当前：{name}），办结后才能发布为典型案例", 409)
     form = TypicalForm()

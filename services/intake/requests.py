@@ -43,6 +43,9 @@ class RequestSchema(Schema):
     category = _text(load_default="", validate=validate.OneOf(["", *CATEGORIES], error="未知的诉求类别"))
     channel = _text(load_default="web", validate=validate.OneOf(list(CHANNELS), error="未知的渠道"))
     location = _text(load_default="", validate=validate.Length(max=200, error="地址不超过200个字"))
+    # Optional: progress is also sent by e-mail (services/intake/notify.py).
+    email = fields.Email(load_default=None, error_messages={"invalid": "请填写正确的电子邮箱，或留空"},
+                         validate=validate.Length(max=254, error="电子邮箱不超过254个字符"))
 
     @pre_load
     def _strip(self, data, **_):
@@ -103,7 +106,8 @@ def submit_request(service, data: dict, uow=None, photos=(), **columns) -> Citiz
         case_no=case_no, tracking_code=new_tracking_code(), district=district,
         name=data["name"], phone=data["phone"], description=data["description"],
         category=data.get("category", ""), channel=data.get("channel", "web"),
-        location=data.get("location", ""), status="submitted", created_at=now, **columns)
+        location=data.get("location", ""), email=data.get("email") or None, status="submitted",
+        created_at=now, **columns)
     uow.add(request)
     photos = [dict(ref) for ref in photos]
     for position, ref in enumerate(photos):

@@ -9,24 +9,26 @@ from marshmallow import ValidationError
 
 from services.common import uploads
 from services.common.blobs import store_for
+from services.common.db import Conflict
 from services.common.web.ratelimit import LOOKUP, SUBMIT, limited, refusal_message, replayed
 
-from . import idempotency
+from . import callback, idempotency
 from .requests import RequestSchema, find_request, public_timeline, request_photos
 
 bp = Blueprint("citizen", __name__)
 
 WELCOME = ("您好！这里是阜新市“阜政通”诉求服务平台。无论是邻里纠纷、物业维修，还是政策咨询、"
            "投诉建议，请告诉我们，我们会在1个工作日内交办到负责的部门，并全程跟踪办理进度。")
-STATUS_NAMES = {"submitted": "已提交，等待分拨", "assigned": "已交办，部门办理中", "handled": "已办结",
-                "rejected": "不予受理", "merged": "已合并办理"}
+STATUS_NAMES = {"submitted": "已提交，等待分拨", "assigned": "已交办，部门办理中", "handled": "已答复，请评价",
+                "rejected": "不予受理", "merged": "已合并办理", "closed": "已办结",
+                "reopened": "重新办理中"}
 
 
 def _service():
     return current_app.extensions["fzt"]
 
 
-FIELDS = ("district", "name", "phone", "description", "category", "location")
+FIELDS = ("district", "name", "phone", "description", "category", "location", "email")
 TOKEN_FIELD = "submission_token"
 RESUBMITTED = "这张表单已经提交过一次（诉求编号 {case_no}），内容与刚才不同。如确需再反映一件新的诉求，请核对后再次提交。"
 
@@ -111,18 +113,50 @@ def submitted():
 def status():
     case_no = request.values.get("case_no", "").strip()
     code = request.values.get("tracking_code", "").strip()
-    found, timeline, photos, not_found = None, [], [], False
-    if case_no and code:
-        found = find_request(_service(), case_no, code)
-        if found is None:
-            not_found = True
-        else:
-            timeline = public_timeline(_service(), found.case_no)
-            photos = request_photos(_service(), found.case_no)
-            _remember_tracked(found.case_no)
+    found = find_request(_service(), case_no, code) if case_no and code else None
+    return _status_page(case_no, code, found, not_found=bool(case_no and code and found is None))
+
+
+def _status_page(case_no, code, found, not_found=False, rating_form=None, rated=False, status=None, stale=False):
+    """The status page; with the rating form while the case waits for the citizen's rating."""
+    timeline, photos = [], []
+    if found is not None:
+        timeline = public_timeline(_service(), found.case_no)
+        photos = request_photos(_service(), found.case_no)
+        _remember_tracked(found.case_no)
+        if rating_form is None and _awaits_rating(found.case_no):
+            rating_form = callback.RatingForm(formdata=None)
     return render_template("intake/status.html", case_no=case_no, tracking_code=code, found=found,
                            timeline=timeline, photos=photos, not_found=not_found,
-                           status_names=STATUS_NAMES), (404 if not_found else 200)
+                           status_names=STATUS_NAMES, rating_form=rating_form, rated=rated, stale=stale), (
+        status or (404 if not_found else 200))
+
+
+def _awaits_rating(case_no) -> bool:
+    with _service().uow() as uow:
+        return callback.open_rating_item(uow.session, case_no) is not None
+
+
+@bp.post("/status/rate")
+@limited(LOOKUP)
+def rate():
+    """回访 online: the citizen rates the reply (满意 / 基本满意 / 不满意) with a comment. The
+    tracking code is checked again; the form is validated (CSRF, a rating, a reason for 不满意)."""
+    case_no = request.form.get("case_no", "").strip()
+    code = request.form.get("tracking_code", "").strip()
+    found = find_request(_service(), case_no, code) if case_no and code else None
+    if found is None:
+        return _status_page(case_no, code, None, not_found=True)
+    form = callback.RatingForm()
+    if not form.validate_on_submit():
+        if not _awaits_rating(found.case_no):
+            return _status_page(case_no, code, found, status=409, stale=True)
+        return _status_page(case_no, code, found, rating_form=form, status=400)
+    try:
+        callback.submit_rating(_service(), found.case_no, form.rating.data, form.comment.data)
+    except (callback.NotRatable, Conflict):
+        return _status_page(case_no, code, found, status=409, stale=True)
+    return _status_page(case_no, code, find_request(_service(), case_no, code), rated=True)
 
 
 TRACKED_LIMIT = 5

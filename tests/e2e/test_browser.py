@@ -259,7 +259,7 @@ def test_citizen_to_department_journey(browser, cluster, screens):
     expect(page.get_by_role("status").filter(has_text="办理结果已提交")).to_be_visible()
     expect(page.locator("ol.timeline")).to_contain_text(reply)
     expect(page.get_by_role("button", name="提交办理结果")).to_have_count(0)
-    expect(page.locator(".status-line")).to_contain_text("已办结")
+    expect(page.locator(".status-line")).to_contain_text("已答复，待回访")
     screens(page, "13-handler-case-done-laptop")
     handler.close()
 
@@ -275,10 +275,10 @@ def test_citizen_to_department_journey(browser, cluster, screens):
             page.get_by_role("button", name="查询").click()
         page.wait_for_load_state()
         expect(page.locator("#case-status")).to_contain_text(case_no)
-        if "已办结" in page.locator("#status-name").inner_text() or time.monotonic() > deadline:
+        if "已答复" in page.locator("#status-name").inner_text() or time.monotonic() > deadline:
             break
         time.sleep(0.3)
-    expect(page.locator("#status-name")).to_contain_text("已办结")
+    expect(page.locator("#status-name")).to_contain_text("已答复，请评价")
     expect(page.locator("#status-name")).to_have_class(re.compile(r"\bgreen\b"))
     timeline = page.locator("ol.timeline li")
     expect(timeline.filter(has_text="诉求已提交")).to_have_count(1)
@@ -286,6 +286,18 @@ def test_citizen_to_department_journey(browser, cluster, screens):
     expect(timeline.filter(has_text="已受理")).to_have_count(1)
     expect(timeline.filter(has_text=reply)).to_have_count(1)
     screens(page, "14-citizen-status-handled-mobile")
+    # (f) 回访: the citizen rates the reply (docs/satisfaction.md); 不满意 needs a reason.
+    rating = page.locator("#rating")
+    rating.get_by_label("不满意").check()
+    rating.get_by_role("button", name="提交评价").click()
+    expect(page.locator("#comment-error")).to_contain_text("请说明哪里不满意")
+    page.locator("#rating").get_by_label("满意", exact=True).check()
+    page.locator("#rating").get_by_label("意见或建议").fill("修得很及时，谢谢")
+    page.locator("#rating").get_by_role("button", name="提交评价").click()
+    expect(page.locator("#rated")).to_contain_text("感谢您的评价")
+    expect(page.locator("#status-name")).to_contain_text("已办结")
+    expect(page.locator("ol.timeline li").filter(has_text="修得很及时")).to_have_count(1)
+    screens(page, "15-citizen-rated-mobile")
     citizen.close()
 
 

@@ -190,8 +190,29 @@ def test_journey_from_citizen_to_department(journey):
     assert response.status == 200, response
     status = wait_for(lambda: journey.track(case_no, created["tracking_code"]).json,
                       lambda s: s["status"] == "handled", WAIT, f"{case_no} handled for the citizen")
+    assert status["status_name"] == "已答复，请评价"
+    assert status["timeline"][-1] == {**status["timeline"][-1], "title": "已答复", "detail": "已联系物业，漏水点已修复"}
+
+    # 回访 (docs/satisfaction.md): the citizen rates the reply on the status page; the case
+    # closes in intake (for the citizen) and, through intake.case_closed, in dispatch.
+    code = created["tracking_code"]
+    page = journey.http.post(journey.url("intake", "/status"), form={
+        "case_no": case_no, "tracking_code": code,
+        "csrf_token": csrf_token(journey.http.get(journey.url("intake", "/status")).text)})
+    assert page.status == 200 and 'id="rating"' in page.text, page
+    rated = journey.http.post(journey.url("intake", "/status/rate"), form={
+        "case_no": case_no, "tracking_code": code, "rating": "satisfied", "comment": "修得很及时",
+        "csrf_token": csrf_token(page.text)})
+    assert rated.status == 200 and "感谢您的评价" in rated.text, rated
+    status = wait_for(lambda: journey.track(case_no, code).json, lambda s: s["status"] == "closed", WAIT,
+                      f"{case_no} closed for the citizen")
     assert status["status_name"] == "已办结"
-    assert status["timeline"][-1] == {**status["timeline"][-1], "title": "已办结", "detail": "已联系物业，漏水点已修复"}
+    assert [e["title"] for e in status["timeline"]][-2:] == ["诉求人评价", "已办结"]
+    record = wait_for(lambda: journey.http.get(journey.url("dispatch", f"/api/v1/cases/{case_no}"),
+                                               token=journey.tokens["admin"]),
+                      lambda r: r.status == 200 and r.json["status"] == "complete", WAIT,
+                      f"{case_no} closed in dispatch")
+    assert [e["title"] for e in record.json["timeline"]][-1] == "诉求人满意"
 
 
 def test_api_needs_a_valid_token(journey):

@@ -64,7 +64,8 @@ def test_assign_accept_resolve_records_first_inquiry_owner(dispatch):
     assert handled["reply"] == "已联系物业修复漏水点"
     record = cases.case_record(dispatch, CASE)
     assert record["data"]["co_departments"] == ["chengguan"]  # the lead is not its own co-handler
-    assert record["instance"].status == "complete"
+    assert record["instance"].status == "waiting"  # for the citizen's rating (docs/satisfaction.md)
+    assert "await_rating" in record["active"]
     titles = [(t.title, t.detail) for t in record["timeline"]]
     assert ("部门办理", "已联系物业修复漏水点") in titles
 
@@ -215,7 +216,7 @@ def test_mediation_without_agreement_comes_back_then_agreement_closes_the_case(d
     assert waiting(dispatch) == []
     [handled] = sent(dispatch, "dispatch.case_handled")
     assert handled["reply"] == "双方同意由楼上住户维修，费用各半" and handled["department"] == "center"
-    assert cases.case_record(dispatch, CASE)["instance"].status == "complete"
+    assert "await_rating" in cases.case_record(dispatch, CASE)["active"]  # 回访 next
 
 
 def test_approved_extension_moves_the_resolve_deadline_refused_keeps_it(dispatch):

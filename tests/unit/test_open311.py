@@ -331,7 +331,7 @@ def test_status_follows_the_case_and_closes_on_handling_or_rejection(client, int
     by_id = {r["service_request_id"]: r for r in body}
     assert by_id[handled]["status"] == "closed"
     assert by_id[handled]["updated_datetime"] == "2026-11-03T19:00:00+08:00"  # when it was closed
-    assert by_id[handled]["status_notes"].startswith("已办结：已维修完毕")
+    assert by_id[handled]["status_notes"].startswith("已答复：已维修完毕")
     assert NAME not in by_id[handled]["status_notes"] and PHONE not in by_id[handled]["status_notes"]
     assert by_id[rejected]["status"] == "closed"
     assert by_id[rejected]["status_notes"] == "不予受理：经审核不属于诉求受理范围：不属于受理范围"

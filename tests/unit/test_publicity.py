@@ -57,7 +57,7 @@ def submit_case(client, **changes):
 
 
 def handle(service, case_no, reply=REPLY):
-    """dispatch.case_handled, as dispatch sends it: intake records 已办结 with the reply."""
+    """dispatch.case_handled, as dispatch sends it: intake records 已答复 with the reply."""
     body = {"case_no": case_no, "department": "zhujian", "reply": reply, "summary": reply}
     service.apply_message(make_envelope("dispatch.case_handled", body, "dispatch", service.clock.now()))
 

@@ -22,6 +22,7 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 
 from ..safetext import unstorable
 
+
 class InvalidMessage(ValueError):
     """A message that must not be applied (bad envelope, unknown type or invalid body)."""
 
@@ -141,6 +142,42 @@ class MediationDeadlineMissed(Body):
     stage = fields.String(required=True, validate=validate.Length(max=30))
 
 
+RATINGS = ("satisfied", "basically_satisfied", "unsatisfied")  # 满意 / 基本满意 / 不满意
+
+
+class CaseRated(Body):
+    """intake → dispatch (and supervision): a reporter's rating of the reply (回访).
+
+    ``case_no`` is the case dispatch handles; for a request merged into it,
+    ``reporter_case_no`` is the reporter's own request (docs/satisfaction.md)."""
+    reporter_case_no = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    rating = fields.String(required=True, validate=validate.OneOf(RATINGS))
+    comment = fields.String(load_default="", validate=validate.Length(max=500))
+
+
+class CaseClosed(CaseRated):
+    """intake → dispatch: every reporter is satisfied; the case is closed (结案)."""
+
+
+class CaseReopened(CaseRated):
+    """intake → dispatch and supervision: a reporter is not satisfied; the same department
+    handles the case again, with the citizen's comment."""
+    rating = fields.String(required=True, validate=validate.OneOf(["unsatisfied"]))
+    comment = fields.String(required=True, validate=validate.Length(min=1, max=500))
+
+
+class CaseReopenedForWork(Body):
+    """dispatch → intake: the case is back with the department after a 不满意 (each reporter
+    still waiting for a rating of the old reply is no longer asked)."""
+    department = fields.String(required=True, validate=validate.Length(min=1, max=50))
+    comment = fields.String(required=True, validate=validate.Length(min=1, max=500))
+    reopen_count = fields.Integer(required=True, validate=validate.Range(min=1))
+
+
+class CaseFinished(Body):
+    """dispatch → intake: every reporter rated the reply 满意/基本满意; the case is closed."""
+
+
 BODY_SCHEMAS: dict[str, type[Schema]] = {
     "intake.case_submitted": CaseSubmitted,
     "dispatch.case_assigned": CaseAssigned,
@@ -154,6 +191,10 @@ BODY_SCHEMAS: dict[str, type[Schema]] = {
     "dispatch.mediation_requested": MediationRequested,
     "mediation.case_mediated": CaseMediated,
     "mediation.deadline_missed": MediationDeadlineMissed,
+    "intake.case_closed": CaseClosed,
+    "intake.case_reopened": CaseReopened,
+    "dispatch.case_reopened": CaseReopenedForWork,
+    "dispatch.case_closed": CaseFinished,
 }
 
 
