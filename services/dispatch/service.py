@@ -5,6 +5,7 @@ from services.common.workflow.handlers import HandlerRegistry
 from .files import listeners
 from .duplicates import register_case
 from .forms import FORMS
+from .retention import DispatchPersonalData
 
 
 def _blueprints():
@@ -15,6 +16,7 @@ def _blueprints():
 definition = ServiceDefinition(
     name="dispatch", title="分拨办理", service_tasks=HandlerRegistry(), listeners=listeners,
     forms=FORMS, blueprints=_blueprints, home_endpoint="dispatch.start",
+    personal_data=DispatchPersonalData(),  # retention: services/dispatch/retention.py
     summary_keys=("description", "category", "suggested_department", "channel", "submitted_at",
                   "location", "department_name", "co_departments", "key_case", "fallback",
                   "return_count", "returns", "first_owner_name", "chief_instruction", "chief_request",

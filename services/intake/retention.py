@@ -2,22 +2,28 @@
 
 A request is archived when it is closed, rejected, merged into another case, or handled and
 intake's process has ended (the common rule also wants every instance ended and no activity
-for FZT_RETENTION_DAYS). Anonymised: the requester's name, phone and address; personal
-numbers in the description and in the 12345 status notes; the Open311 point is coarsened to
-0.01° (about 1 km: maps by area still work) and its media link dropped. Kept: district,
+for FZT_RETENTION_DAYS). Anonymised: the requester's name, phone, e-mail and address;
+personal numbers in the description, the rating comments (回访), the notifications sent to
+the citizen (recipient too) and the 12345 status notes; the references to the citizen's
+photos (the blobs stay in the shared store until a store-wide clean-up); the Open311 point is
+coarsened to 0.01° (about 1 km: maps by area still work) and its media link dropped. Kept: district,
 category, channel, status, dates, tracking code — the statistics and the status page.
 """
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from services.common.retention import DROP, PERSONAL, TEXT, anonymise_rows
 
-from .models import CitizenRequest, HotlineStatus
+from .models import CitizenRequest, HotlineStatus, Notification, RequestPhoto, SatisfactionRating
 
 ARCHIVED_STATUSES = ("closed", "handled", "rejected", "merged")
-REQUEST_COLUMNS = {"name": PERSONAL, "phone": PERSONAL, "location": PERSONAL, "description": TEXT,
-                   "media_url": DROP}
+REQUEST_COLUMNS = {"name": PERSONAL, "phone": PERSONAL, "location": PERSONAL, "email": PERSONAL,
+                   "description": TEXT, "media_url": DROP}
+# Other rows of the request (its own case number), and how their columns are anonymised.
+RELATED = ((SatisfactionRating, {"comment": TEXT}),
+           (Notification, {"recipient": PERSONAL, "subject": TEXT, "body": TEXT, "last_error": TEXT}),
+           (HotlineStatus, {"note": TEXT}))
 COORDINATE_DECIMALS = 2
 
 
@@ -43,7 +49,11 @@ class IntakePersonalData:
                     changed = True
             if changed:
                 records.append("citizen_requests")
-        notes = session.scalars(select(HotlineStatus).where(HotlineStatus.case_no == case_no)).all()
-        if anonymise_rows(notes, {"note": TEXT}, scrub):
-            records.append("hotline_status_outbox")
+        if session.execute(delete(RequestPhoto).where(RequestPhoto.case_no == case_no)).rowcount:
+            scrub.changed.add("photos")
+            records.append("request_photos")
+        for model, columns in RELATED:
+            rows = session.scalars(select(model).where(model.case_no == case_no)).all()
+            if anonymise_rows(rows, columns, scrub):
+                records.append(model.__tablename__)
         return records

@@ -16,14 +16,15 @@ from services.common.clock import FrozenClock
 from services.common.models import AuditEntry, OutboxMessage, TimelineEntry, WorkflowInstance
 from services.common.retention import ANONYMISED, Schedule, anonymise
 from services.common.web.app import create_app
+from services.intake.callback import submit_rating
 from services.intake.models import CitizenRequest
 
 NAME, PHONE, OTHER_PHONE = "欧阳娜娜", "13800001234", "13912345678"
-CITIZEN = {"district": "海州区", "name": NAME, "phone": PHONE, "category": "housing",
+CITIZEN = {"district": "海州区", "name": NAME, "phone": PHONE, "email": "nana@example.cn", "category": "housing",
            "description": f"楼上漏水，{NAME}白天不在家，请打{OTHER_PHONE}或邮件 oyn@example.cn",
            "location": "海州区中华路18号3单元502"}
 DAYS = retention.DEFAULT_RETENTION_DAYS
-PERSONAL = (NAME, PHONE, OTHER_PHONE, "oyn@example.cn", "中华路18号")
+PERSONAL = (NAME, PHONE, OTHER_PHONE, "oyn@example.cn", "nana@example.cn", "3单元502")
 
 
 def everything(service, case_no) -> str:
@@ -34,8 +35,12 @@ def everything(service, case_no) -> str:
         parts += [m.envelope for m in uow.session.scalars(select(OutboxMessage))
                   if m.envelope["case_no"] == case_no]
         if service.name == "intake":
+            from services.intake.models import Notification, SatisfactionRating
             row = uow.session.get(CitizenRequest, case_no)
-            parts += [row.name, row.phone, row.description, row.location]
+            parts += [row.name, row.phone, row.email, row.description, row.location]
+            parts += [r.comment for r in uow.session.scalars(select(SatisfactionRating))]
+            parts += [(n.recipient, n.subject, n.body) for n in uow.session.scalars(
+                select(Notification).where(Notification.case_no == case_no))]
     return json.dumps(parts, ensure_ascii=False)
 
 
@@ -68,15 +73,28 @@ def intake_with_cases(build_service, clock):
         summary = body.get("reply", "")  # what a diagram may put on the timeline
         intake.apply_message(make_envelope(message, {"case_no": no, "summary": summary, **body}, "dispatch",
                                            clock.now()))
+    # 回访: the citizen is satisfied (with a comment), dispatch closes the case (docs/satisfaction.md)
+    submit_rating(intake, no, "satisfied", f"很满意，有事再打{OTHER_PHONE}")
+    intake.apply_message(make_envelope("dispatch.case_closed", {"case_no": no, "summary": ""}, "dispatch",
+                                       clock.now()))
+    sent(intake)
     return intake, handled, still_open
 
 
+def photo_row(model, case_no, **extra):
+    return model(case_no=case_no, sha256="a" * 64, content_type="image/jpeg", size=10, filename="IMG_1.jpg", **extra)
+
+
 def test_intake_anonymises_archived_requests_after_the_period_and_keeps_the_statistics(build_service):
+    from services.intake.models import RequestPhoto
     clock = FrozenClock()
     intake, handled, still_open = intake_with_cases(build_service, clock)
     no = handled["case_no"]
     with intake.uow() as uow:
-        assert uow.session.get(CitizenRequest, no).status == "handled"
+        uow.add(photo_row(RequestPhoto, no, position=1))
+        uow.commit()
+    with intake.uow() as uow:
+        assert uow.session.get(CitizenRequest, no).status == "closed"
         created_at = uow.session.get(CitizenRequest, no).created_at
     assert all(p in everything(intake, no) for p in PERSONAL)
 
@@ -89,16 +107,18 @@ def test_intake_anonymises_archived_requests_after_the_period_and_keeps_the_stat
     assert PHONE in everything(intake, no) and audit_rows(intake) == []  # a dry run changes nothing
 
     [done] = anonymise(intake)
-    assert done.case_no == no and {"citizen_requests", "workflow", "timeline", "outbox"} <= set(done.records)
+    assert done.case_no == no and {"citizen_requests", "workflow", "timeline", "outbox", "request_photos",
+                                   "satisfaction_ratings", "notifications"} <= set(done.records)
     stored = everything(intake, no)
     assert not [p for p in PERSONAL if p in stored], stored
     with intake.uow() as uow:
         row = uow.session.get(CitizenRequest, no)
-        assert (row.name, row.phone, row.location) == (ANONYMISED, ANONYMISED, ANONYMISED)
+        assert (row.name, row.phone, row.location, row.email) == (ANONYMISED,) * 4
         assert row.description.startswith("楼上漏水") and "＊＊＊" in row.description
         # statistics stay: district, category, channel, status, dates, tracking code
-        assert (row.district, row.category, row.channel, row.status) == ("210902", "housing", "web", "handled")
+        assert (row.district, row.category, row.channel, row.status) == ("210902", "housing", "web", "closed")
         assert row.created_at == created_at and row.tracking_code == handled["tracking_code"]
+        assert uow.session.scalars(select(RequestPhoto)).all() == []  # no page can show the photo
         # the open request is not archived: untouched
         assert uow.session.get(CitizenRequest, still_open["case_no"]).name == "李四"
     [(actor, case_no, detail, at)] = audit_rows(intake)
@@ -114,7 +134,7 @@ def test_intake_anonymises_archived_requests_after_the_period_and_keeps_the_stat
     # the citizen's status page still works, without personal data
     status = create_app(intake).test_client().get(
         f"/api/v1/requests/{no}?tracking_code={handled['tracking_code']}").get_json()
-    assert status["status"] == "handled" and status["district"] == "210902"
+    assert status["status"] == "closed" and status["district"] == "210902"
 
 
 def test_dispatch_and_mediation_anonymise_their_own_copies(build_service):
@@ -138,10 +158,19 @@ def test_dispatch_and_mediation_anonymise_their_own_copies(build_service):
         uow.commit()
     [answer] = [e for e in sent(mediation) if e["type"] == "mediation.case_mediated"]
     dispatch.apply_message(answer)
+    dispatch.apply_message(make_envelope("intake.case_closed", {  # the citizen was satisfied
+        "case_no": no, "reporter_case_no": no, "rating": "satisfied", "comment": f"{NAME}很满意"},
+        "intake", clock.now()))
     sent(dispatch)  # unsent messages are left alone: the relay sends them first
     with dispatch.uow() as uow:
         assert {i.status for i in uow.session.scalars(select(WorkflowInstance))} == {"complete"}
 
+    from services.dispatch.models import CaseFile
+    with dispatch.uow() as uow:
+        uow.add(photo_row(CaseFile, no, kind="photo", created_at=clock.now()))
+        uow.add(photo_row(CaseFile, no, kind="attachment", created_at=clock.now(), uploaded_by="bm_zhujian",
+                          department="zhujian"))
+        uow.commit()
     clock.advance(timedelta(days=DAYS + 1))
     for service in (dispatch, mediation):
         assert all(p in everything(service, no) for p in (NAME, PHONE)), service.name
@@ -150,6 +179,8 @@ def test_dispatch_and_mediation_anonymise_their_own_copies(build_service):
         assert not [p for p in PERSONAL if p in stored], (service.name, stored)
         assert '"district": "210902"' in stored and '"category": "housing"' in stored
         assert len(audit_rows(service)) == 1 and anonymise(service) == []
+    with dispatch.uow() as uow:  # the citizen's photo is unlinked, the department's attachment kept
+        assert [f.kind for f in uow.session.scalars(select(CaseFile))] == ["attachment"]
     with mediation.uow() as uow:
         [instance] = uow.session.scalars(select(WorkflowInstance)).all()
         assert instance.state["data"]["outcome"] == "agreement"  # what the statistics count

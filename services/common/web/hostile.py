@@ -7,8 +7,8 @@ made the request fail with 500 inside the transaction. Here, for every service:
 * the app's JSON provider turns a too-deep document and unstorable text into a parse error,
   so ``request.get_json(silent=True)`` returns None and the API answers 400 ``invalid_json``;
 * a ``before_request`` hook answers 400 to a NUL in the query string, the form fields or the
-  URL (e.g. ``/requests/%00``): werkzeug already replaces invalid UTF-8 there, so NUL is the
-  one character that would reach the database.
+  URL (e.g. ``/requests/%00``) — werkzeug already replaces invalid UTF-8 there, so NUL is the
+  one character that would reach the database — and to a multipart part without a name.
 """
 from __future__ import annotations
 
@@ -33,12 +33,14 @@ def _refuse_nul():
     values = [*(request.view_args or {}).values()]
     sources = [request.args]
     if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        sources.append(request.form)
+        sources += [request.form, request.files]
     for source in sources:
         for key, items in source.lists():
-            values += [key, *items]
-    if any(isinstance(v, str) and "\x00" in v for v in values):
-        abort(400, "请求中含有无效字符")
+            if key is None:  # a multipart part without a name (found by fuzzing: 500 in jsonify)
+                abort(400)
+            values += [key, *(item for item in items if isinstance(item, str))]
+    if any("\x00" in v for v in values if isinstance(v, str)):
+        abort(400)
 
 
 def init_app(app) -> None:
