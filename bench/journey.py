@@ -2,14 +2,22 @@
 
     .venv/bin/python bench/journey.py --mode one  -n 300 -c 8    # fzt run-all, SQLite + memory bus
     .venv/bin/python bench/journey.py --mode four -n 300 -c 8    # 8 processes, PostgreSQL + RabbitMQ
+    .venv/bin/python bench/journey.py --mode four --rate 50 --rate-seconds 10   # (the defaults)
 
-A warm-up (``--warmup`` cases, default 16) goes through first, unmeasured. Phase 1 (submit →
-queue): C threads submit N requests (spread over the seven districts and eleven topics, so
-the DMN suggests every department); one poller thread lists each district's dispatcher queue
-as ``admin`` every ``--poll`` seconds and records when each case is first seen. Phase 2
-(assign → accept list): C threads assign every case to its suggested department; the poller
-watches the departments' accept lists. Phase 3 checks, coarsely, how long until every citizen sees
-"assigned" (dispatch → bus → intake).
+In four mode the *bare floor* runs first (bench/bare.py): the same N cases' database commits
+and confirmed publishes with plain psycopg and kombu, no application code, on the run's own
+databases and broker; the report gives application / bare. A warm-up (``--warmup`` cases,
+default 16) goes through first, unmeasured. Phase 1 (submit → queue): C threads submit N
+requests (spread over the seven districts and eleven topics, so the DMN suggests every
+department); one poller thread lists each district's dispatcher queue as ``admin`` every
+``--poll`` seconds and records when each case is first seen. Phase 2 (assign and accept):
+C threads assign every case to its suggested department (admin's token), then accept it as
+that department's handler (``bm_<department>``'s token); the poller watches the departments'
+办理中 (resolve) lists. Phase 3 checks, coarsely, how long until every citizen sees
+"assigned" (dispatch → bus → intake). The offered-load phase then submits ``--rate`` cases/s
+for ``--rate-seconds`` in an open loop (a late response does not delay the next submit) and
+reports submit → in queue at that rate. Last, the peak resident memory (VmHWM) of every
+cluster process.
 
 To show where the time goes it also prints, per phase: the bus hop from the services' own
 timestamps (outbox row created → published → consumer's inbox mark → work item), the CPU
@@ -82,9 +90,36 @@ def machine() -> dict:
                 break
     except OSError:
         pass
+    ram = "?"
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
+        ram = f"{kib / 2**20:.1f} GiB"
+    except (OSError, IndexError, ValueError):
+        pass
     return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": model,
-            "cores": os.cpu_count(), "python": platform.python_version(),
+            "cores": os.cpu_count(), "ram": ram, "python": platform.python_version(),
             "os": platform.platform()}
+
+
+def server_versions() -> dict:
+    """PostgreSQL's and RabbitMQ's versions, asked from the servers themselves."""
+    found = {"postgresql": "PostgreSQL unreachable", "rabbitmq": "RabbitMQ unreachable"}
+    try:
+        import psycopg
+        with psycopg.connect(dbname="postgres", connect_timeout=3, **PG) as conn:
+            found["postgresql"] = conn.execute("SHOW server_version").fetchone()[0].split()[0]
+            found["postgresql"] = f"PostgreSQL {found['postgresql']}"
+    except Exception:
+        pass
+    try:
+        from kombu import Connection
+        with Connection(AMQP_URL, connect_timeout=3) as conn:
+            conn.connect()
+            props = conn.connection.server_properties
+            found["rabbitmq"] = f"RabbitMQ {props.get('version', '?')} ({props.get('platform', '?')})"
+    except Exception:
+        pass
+    return found
 
 
 def percentiles(values) -> dict:
@@ -383,13 +418,13 @@ def phase_submit(cluster, args, admin_token, meter, profiler=None):
         payload = {"district": districts[i % len(districts)], "name": f"压测{i}",
                    "phone": f"138{i:08d}", "description": f"{description}（第{i}号）",
                    "category": category, "channel": "web"}
-        started = time.monotonic()
+        wall, started = time.time(), time.monotonic()
         response = client.post(cluster.url("intake", "/api/v1/requests"), json=payload)
         done = time.monotonic()
         if response.status != 201:
             return {"error": f"{response.status} {response.text[:200]}"}
         return {"case_no": response.json["case_no"], "tracking_code": response.json["tracking_code"],
-                "started": started, "done": done, "expected": department}
+                "started": started, "wall": wall, "done": done, "expected": department}
 
     if profiler:
         profiler.start("submit")
@@ -423,9 +458,12 @@ def phase_submit(cluster, args, admin_token, meter, profiler=None):
     }
 
 
-def phase_assign(cluster, args, admin_token, meter, cases, profiler=None):
+def phase_assign(cluster, args, admin_token, meter, cases, handler_tokens, profiler=None):
+    """Each case: the dispatcher (admin) assigns it to the suggested department, then that
+    department's handler (``bm_<department>``, its own token) accepts it, both through the API."""
     client = HttpClient(token=admin_token)
-    poller = Poller(cluster, admin_token, "accept", list(DISTRICTS), args.poll)
+    handlers = {d: HttpClient(token=t) for d, t in handler_tokens.items()}
+    poller = Poller(cluster, admin_token, "resolve", list(DISTRICTS), args.poll)
     poller.start()
 
     def assign(case):
@@ -435,8 +473,13 @@ def phase_assign(cluster, args, admin_token, meter, cases, profiler=None):
                                json={"department": department})
         done = time.monotonic()
         if response.status != 200:
-            return {"error": f"{case['case_no']}: {response.status} {response.text[:200]}"}
-        return {**case, "assign_started": started, "assign_done": done}
+            return {"error": f"{case['case_no']}: assign {response.status} {response.text[:200]}"}
+        response = handlers[department].post(cluster.url("dispatch", f"/api/v1/cases/{case['case_no']}/accept"),
+                                             json={})
+        accepted = time.monotonic()
+        if response.status != 200:
+            return {"error": f"{case['case_no']}: accept {response.status} {response.text[:200]}"}
+        return {**case, "assign_started": started, "assign_done": done, "accept_done": accepted}
 
     if profiler:
         profiler.start("assign")
@@ -477,9 +520,11 @@ def phase_assign(cluster, args, admin_token, meter, cases, profiler=None):
     return {
         "assigned": len(ok), "errors": [r["error"] for r in results if "error" in r],
         "complete": complete, "seen": len(seen),
-        "assign_rate": len(ok) / (max(r["assign_done"] for r in ok) - t0),
+        "assign_rate": len(ok) / (max(r["accept_done"] for r in ok) - t0),
         "through_rate": len(seen) / (max(r["accept_seen"] for r in seen) - t0) if seen else 0.0,
         "http": percentiles([r["assign_done"] - r["assign_started"] for r in ok]),
+        "accept_http": percentiles([r["accept_done"] - r["assign_done"] for r in ok]),
+        "accepted": percentiles([r["accept_done"] - r["assign_started"] for r in ok]),
         "end_to_end": percentiles([r["accept_seen"] - r["assign_started"] for r in seen]),
         "citizens_pending": len(pending),
         "citizens_after_last_assign": citizens_done - max(r["assign_done"] for r in ok),
@@ -488,6 +533,76 @@ def phase_assign(cluster, args, admin_token, meter, cases, profiler=None):
         "poll_errors": poller.errors, "poll_overfull": poller.overfull, "cpu": cpu,
         "profile": profile,
     }
+
+
+def queued_at(urls, case_nos) -> dict:
+    """When dispatch created each case's 交办 work item (the services' own clock, wall time;
+    the commit that makes it visible follows within milliseconds). No poller resolution."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from services.common.db import make_engine
+    from services.common.models import WorkItem
+    engine = make_engine(urls["dispatch"])
+    try:
+        with Session(engine) as session:
+            rows = session.execute(select(WorkItem.case_no, WorkItem.created_at)
+                                   .where(WorkItem.task_name == "assign")).all()
+    finally:
+        engine.dispose()
+    return {c: t.timestamp() for c, t in rows if c in case_nos}
+
+
+def phase_offered(cluster, args, admin_token, urls):
+    """Open loop: submit at ``--rate`` cases/s for ``--rate-seconds`` whatever the responses
+    take (each on its own thread), so queueing shows as latency, not as a slower client."""
+    client = HttpClient()
+    poller = Poller(cluster, admin_token, "assign", list(DISTRICTS), args.poll)
+    poller.start()
+    districts = list(DISTRICTS)
+    count = int(args.rate * args.rate_seconds)
+    results = []
+
+    def submit(i, started, wall):
+        description, category, _ = TOPICS[i % len(TOPICS)]
+        response = client.post(cluster.url("intake", "/api/v1/requests"), json={
+            "district": districts[i % len(districts)], "name": f"定速{i}", "phone": f"139{i:08d}",
+            "description": f"{description}（定速第{i}号）", "category": category, "channel": "web"})
+        done = time.monotonic()
+        results.append({"case_no": response.json["case_no"], "started": started, "wall": wall, "done": done}
+                       if response.status == 201 else {"error": response.status})
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max(32, int(args.rate))) as pool:
+        for i in range(count):
+            due = t0 + i / args.rate
+            time.sleep(max(0.0, due - time.monotonic()))
+            now = time.monotonic()
+            pool.submit(submit, i, max(due, now), time.time() - max(0.0, now - due))
+    sent_for = time.monotonic() - t0
+    ok = [r for r in results if "case_no" in r]
+    poller.wait_for([r["case_no"] for r in ok], args.timeout)
+    poller.finish()
+    seen = [r for r in ok if r["case_no"] in poller.seen]
+    created = queued_at(urls, {r["case_no"] for r in ok})
+    return {"offered": args.rate, "count": count, "sent_for": sent_for, "errors": len(results) - len(ok),
+            "own_clock": percentiles([created[r["case_no"]] - r["wall"] for r in ok if r["case_no"] in created]),
+            "seen": len(seen), "http": percentiles([r["done"] - r["started"] for r in ok]),
+            "end_to_end": percentiles([poller.seen[r["case_no"]][0] - r["started"] for r in seen]),
+            "poll_cycle": statistics.mean(poller.cycles) if poller.cycles else 0.0}
+
+
+def peak_rss(cluster) -> dict:
+    """VmHWM (the kernel's high-water mark of resident memory) of every cluster process, MiB."""
+    found = {}
+    for name, process in cluster.processes.items():
+        try:
+            for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+                if line.startswith(("VmHWM:", "VmRSS:")):
+                    found.setdefault(name, {})[line[:5]] = int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return found
 
 
 def print_cpu(cpu: dict, cases: int):
@@ -516,6 +631,7 @@ def report(args, p1, p2):
     print(f"  submit HTTP latency:          {fmt_ms(p1['http'])}")
     print(f"  201 response → in queue:      {fmt_ms(p1['async'])}")
     print(f"  submit sent → in queue:       {fmt_ms(p1['end_to_end'])}")
+    print(f"  submit sent → work item made: {fmt_ms(p1['own_clock'])}  (dispatch's own timestamp, no poller)")
     print(f"  DMN suggestion differs from the expected department: {p1['wrong_suggestion']}")
     print(f"  poller: mean cycle {p1['poll_cycle'] * 1000:.1f} ms over 7 district lists "
           f"(resolution), errors {p1['poll_errors']}, over-full lists {p1['poll_overfull']}")
@@ -524,15 +640,18 @@ def report(args, p1, p2):
     print_profile(p1["profile"])
     if p2 is None:
         return
-    print("\nPhase 2: assign (POST /dispatch/api/v1/cases/<no>/assign) → in the department's accept list")
-    print(f"  assigned {p2['assigned']} (errors {len(p2['errors'])}), seen in accept lists "
+    print("\nPhase 2: assign (POST …/cases/<no>/assign, dispatcher) then accept (POST …/accept, the "
+          "department's handler) → in the department's 办理中 list")
+    print(f"  assigned and accepted {p2['assigned']} (errors {len(p2['errors'])}), seen in resolve lists "
           f"{p2['seen']}{'' if p2['complete'] else ' (TIMED OUT)'}")
     for error in p2["errors"][:5]:
         print(f"    error: {error}")
-    print(f"  throughput: assigned {p2['assign_rate']:.1f} cases/s, "
-          f"through to accept list {p2['through_rate']:.1f} cases/s")
+    print(f"  throughput: assigned+accepted {p2['assign_rate']:.1f} cases/s, "
+          f"through to resolve list {p2['through_rate']:.1f} cases/s")
     print(f"  assign HTTP latency:          {fmt_ms(p2['http'])}")
-    print(f"  assign sent → in accept list: {fmt_ms(p2['end_to_end'])}")
+    print(f"  accept HTTP latency:          {fmt_ms(p2['accept_http'])}")
+    print(f"  assign sent → accepted:       {fmt_ms(p2['accepted'])}")
+    print(f"  assign sent → in resolve list: {fmt_ms(p2['end_to_end'])}")
     print(f"  poller: mean cycle {p2['poll_cycle'] * 1000:.1f} ms, errors {p2['poll_errors']}, "
           f"over-full lists {p2['poll_overfull']}")
     print("Phase 3 (coarse): the citizen sees \"assigned\" (dispatch → bus → intake)")
@@ -544,6 +663,28 @@ def report(args, p1, p2):
     print_profile(p2["profile"])
 
 
+def report_extra(args, p1, bare, offered, rss):
+    if bare is not None:
+        print("\nBare floor (same run, before the cluster started; bench/bare.py): the case's database commits")
+        print("and confirmed publish with plain psycopg + kombu, no application code")
+        print(f"  {bare['cases']}/{args.n} cases with {args.concurrency} clients: {bare['rate']:.1f} cases/s; "
+              f"submit → committed in dispatch {fmt_ms(percentiles(bare['latencies']))}")
+        print(f"  application / bare (through to queue): {p1['through_rate']:.1f} / {bare['rate']:.1f} = "
+              f"{p1['through_rate'] / max(bare['rate'], 1e-9):.0%}  (goal ≥ 50 %)")
+    if offered is not None:
+        print(f"\nOffered load: {offered['offered']:.0f} cases/s for {args.rate_seconds:.0f} s (open loop, "
+              f"{offered['count']} cases, sent in {offered['sent_for']:.1f} s, errors {offered['errors']}, "
+              f"seen {offered['seen']})")
+        print(f"  submit HTTP latency:          {fmt_ms(offered['http'])}")
+        print(f"  submit sent → in queue:       {fmt_ms(offered['end_to_end'])}  (goal p95 < 200 ms)")
+        print(f"  submit sent → work item made: {fmt_ms(offered['own_clock'])}  (dispatch's own timestamp)")
+        print(f"  poller: mean cycle {offered['poll_cycle'] * 1000:.1f} ms (the resolution of the figure above)")
+    if rss:
+        print("\nMemory per process (MiB): peak resident (VmHWM) / resident at the end (VmRSS)")
+        for name, values in sorted(rss.items()):
+            print(f"  {name:<22} {values.get('VmHWM', 0):7.1f} / {values.get('VmRSS', 0):7.1f}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=["one", "four"], default="one")
@@ -553,17 +694,23 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=120.0, help="per phase, s")
     parser.add_argument("--warmup", type=int, default=16, help="unmeasured cases first (default 16)")
     parser.add_argument("--no-assign", action="store_true", help="phase 1 only")
+    parser.add_argument("--rate", type=float, default=50.0, help="offered load phase: cases/s (0: skip)")
+    parser.add_argument("--rate-seconds", type=float, default=10.0, help="offered load phase: duration, s")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare floor (four mode)")
     parser.add_argument("--keep", action="store_true", help="keep the cluster's var dir (logs)")
     parser.add_argument("--py-spy", metavar="DIR", help="profile every cluster process with py-spy "
                         "(pip install py-spy; not a project dependency), collapsed stacks to DIR")
     args = parser.parse_args(argv)
-    if args.n + args.warmup > API_LIST_LIMIT * len(DISTRICTS):
+    if max(args.n + args.warmup, args.rate * args.rate_seconds) > API_LIST_LIMIT * len(DISTRICTS):
         parser.error(f"-n above {API_LIST_LIMIT * len(DISTRICTS)} overflows the per-district lists")
 
     m = machine()
-    print(f"date: {m['date']}\nmachine: {m['cpu']}, {m['cores']} cores, {m['os']}\n"
-          f"python: {m['python']}\ncommand: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    versions = server_versions()
+    print(f"date: {m['date']}\nmachine: {m['cpu']}, {m['cores']} cores, {m['ram']} RAM, {m['os']}\n"
+          f"python: {m['python']}; {versions['postgresql']}; {versions['rabbitmq']}\n"
+          f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     run_id = f"fzt_bench_{secrets.token_hex(4)}"
+    bare = None
     var_dir = Path(tempfile.mkdtemp(prefix=f"{run_id}_"))
     try:
         with ExitStack() as stack:
@@ -572,6 +719,12 @@ def main(argv=None):
             else:
                 db_urls = stack.enter_context(pg_databases(run_id))
                 prefix = stack.enter_context(rabbitmq_prefix(run_id))
+                if not args.no_bare:
+                    from bench import bare as bare_floor
+                    print(f"\n== bare floor: {args.n} cases, concurrency {args.concurrency} ==")
+                    bare = bare_floor.run(PG, {s: f"{run_id}_{s}" for s in ("intake", "dispatch")}, AMQP_URL,
+                                          prefix, args.n, args.concurrency, args.timeout)
+                    print(f"{bare['rate']:.1f} cases/s")
                 cluster = FourProcessCluster(var_dir, db_urls, AMQP_URL, prefix)
             started = time.monotonic()
             stack.enter_context(cluster)
@@ -579,23 +732,30 @@ def main(argv=None):
                   f"poll={args.poll * 1000:.0f} ms ==")
             print(f"cluster start: {time.monotonic() - started:.1f} s")
             admin_token = cluster.token("dispatch", "admin")
+            handler_tokens = {d: cluster.token("dispatch", f"bm_{d}") for d in {t[2] for t in TOPICS} | {"zhujian"}}
             meter = CpuMeter(cluster, args.mode)
             profiler = Profiler(cluster, args.py_spy) if args.py_spy else None
             urls = database_urls(cluster, var_dir)
             if args.warmup:  # connection pools, parsed diagrams, first-request imports
                 warm = argparse.Namespace(**{**vars(args), "n": args.warmup})
                 warmed = phase_submit(cluster, warm, admin_token, meter)
-                phase_assign(cluster, warm, admin_token, meter, warmed["cases"])
+                phase_assign(cluster, warm, admin_token, meter, warmed["cases"], handler_tokens)
                 print(f"warm-up: {args.warmup} cases through both phases, slowest submit → queue "
                       f"{warmed['end_to_end'].get('max', 0) * 1000:.0f} ms")
             p1 = phase_submit(cluster, args, admin_token, meter, profiler)
             measured = {c["case_no"] for c in p1["cases"]}
+            created = queued_at(urls, measured)
+            p1["own_clock"] = percentiles([created[c["case_no"]] - c["wall"] for c in p1["cases"]
+                                           if c["case_no"] in created])
             p1["hop"] = bus_hop(urls, "intake", "dispatch", "intake.case_submitted", measured, "assign")
             p2 = None
             if not args.no_assign and p1["cases"]:
-                p2 = phase_assign(cluster, args, admin_token, meter, p1["cases"], profiler)
+                p2 = phase_assign(cluster, args, admin_token, meter, p1["cases"], handler_tokens, profiler)
                 p2["hop"] = bus_hop(urls, "dispatch", "intake", "dispatch.case_assigned", measured)
+            offered = phase_offered(cluster, args, admin_token, urls) if args.rate > 0 else None
+            rss = peak_rss(cluster)
             report(args, p1, p2)
+            report_extra(args, p1, bare, offered, rss)
     finally:
         if args.keep:
             print(f"\nkept {var_dir}")
