@@ -52,6 +52,9 @@ class WorkItem(Base):
     __table_args__ = (
         Index("ix_work_items_queue", "task_name", "district", "created_at"),
         Index("ix_work_items_department", "department", "created_at"),
+        # A whole task's list and a department's inbox, oldest first (c0005_scale_indexes).
+        Index("ix_work_items_task_created", "task_name", "created_at"),
+        Index("ix_work_items_task_department", "task_name", "department", "created_at"),
         Index("ix_work_items_case", "case_no"),
         COMMON,
     )

@@ -115,7 +115,8 @@ def list_cases():
     department = current_user.department if status in (cases.ACCEPT, cases.RESOLVE) \
         and current_user.role == "handler" else None
     items, total = cases.queue(current_app.extensions["fzt"], status, district=district, department=department)
-    return jsonify(total=total, cases=[cases.item_json(i) for i in items])
+    # ``total`` counts up to cases.COUNT_CAP + 1; ``total_capped``: there are more than COUNT_CAP.
+    return jsonify(total=total, total_capped=total > cases.COUNT_CAP, cases=[cases.item_json(i) for i in items])
 
 
 @bp.get("/cases/<case_no>")

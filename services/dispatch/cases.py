@@ -68,29 +68,56 @@ def may_work(user, item) -> bool:
     return True  # claim pool: any department; chief: every case sent to the chief
 
 
+# Totals and badges count at most this many items, then say "1000+" (``count_label``): an
+# exact count of a district's open work reads every one of its index entries, which at a
+# million open cases costs more than the whole page (docs/benchmarks.md, "Scale").
+COUNT_CAP = 1000
+
+
+def _scoped(query, task_name, district=None, department=None):
+    query = query.where(WorkItem.task_name == task_name)
+    if district:
+        query = query.where(WorkItem.district == district)
+    if department:
+        query = query.where(WorkItem.department == department)
+    return query
+
+
+def _capped_count(task_name, district=None, department=None):
+    """A scalar subquery: the task's items in scope, counted up to COUNT_CAP + 1."""
+    found = _scoped(select(WorkItem.id), task_name, district, department).limit(COUNT_CAP + 1).subquery()
+    return select(func.count()).select_from(found).scalar_subquery()
+
+
 def queue(service, task_names, district=None, department=None, limit=200):
-    """Work items of the given task(s), oldest first, with the total count."""
+    """Work items of the given task(s), oldest first, with the total (capped: COUNT_CAP).
+
+    One query per task, each read in the order of an index (task_name, district | department,
+    created_at) and limited; merged here. A single IN over several tasks would sort all of
+    their items first."""
     task_names = [task_names] if isinstance(task_names, str) else list(task_names)
     with service.uow() as uow:
-        query = select(WorkItem).where(WorkItem.task_name.in_(task_names))
-        if district:
-            query = query.where(WorkItem.district == district)
-        if department:
-            query = query.where(WorkItem.department == department)
-        items = uow.session.scalars(query.order_by(WorkItem.created_at).limit(limit)).all()
-        total = uow.session.scalar(select(func.count()).select_from(query.subquery()))
-    return items, total
+        items = []
+        for task_name in task_names:
+            items += uow.session.scalars(_scoped(select(WorkItem), task_name, district, department)
+                                         .order_by(WorkItem.created_at).limit(limit)).all()
+        items.sort(key=lambda item: item.created_at)
+        total = sum(uow.session.execute(select(*[_capped_count(t, district, department)
+                                                 for t in task_names])).one())
+    return items[:limit], total
 
 
 def counts(service, district=None, department=None) -> dict:
-    """Open work per task, for the navigation badges."""
+    """Open work per task (capped at COUNT_CAP + 1), for the navigation badges: one statement."""
     with service.uow() as uow:
-        query = select(WorkItem.task_name, func.count()).group_by(WorkItem.task_name)
-        if district:
-            query = query.where(WorkItem.district == district)
-        if department:
-            query = query.where(WorkItem.department == department)
-        return dict(uow.session.execute(query).all())
+        row = uow.session.execute(select(*[_capped_count(t, district, department).label(t)
+                                           for t in TASK_ROLES])).one()
+        return {task: n for task, n in row._mapping.items() if n}
+
+
+def count_label(n: int) -> str:
+    """How a capped count reads: "1000+" once it passed the cap (a lower bound then)."""
+    return f"{COUNT_CAP}+" if n > COUNT_CAP else str(n)
 
 
 def _act(service, user, case_no, task_name, data, expected_version=None, note="", act="", also=None, **detail):

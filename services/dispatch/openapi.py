@@ -39,7 +39,10 @@ class WorkItem(Schema):
 
 
 class WorkList(Schema):
-    total = fields.Integer(required=True)
+    total = fields.Integer(required=True, metadata={
+        "description": "counted up to 1001 (cases.COUNT_CAP + 1): cheap at any size"})
+    total_capped = fields.Boolean(required=True, metadata={
+        "description": "true: there are more than 1000, total is a lower bound"})
     cases = fields.List(fields.Nested(WorkItem), required=True)
 
 

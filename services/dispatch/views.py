@@ -171,6 +171,9 @@ def extension_dates(values):
         return None, None
 
 
+bp.add_app_template_filter(cases.count_label, "count_label")  # capped totals read "1000+"
+
+
 @bp.context_processor
 def _nav():
     return {"nav_links": nav_links, "TASK_NAMES": cases.TASK_NAMES, "extension_dates": extension_dates}
