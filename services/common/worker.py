@@ -15,7 +15,7 @@ import threading
 from kombu import Queue
 
 from .bus.consumer import ServiceConsumer
-from .bus.relay import OutboxRelay
+from .bus.relay import OutboxListener, OutboxRelay
 from .observability import bind_service, metrics_for, serve_worker_http
 from .retention import Schedule
 
@@ -24,10 +24,11 @@ log = logging.getLogger(__name__)
 
 class Worker:
     def __init__(self, service, relay_interval: float = 0.05, sweep_interval: float = 1.0,
-                 metrics=None):
+                 metrics=None, relay_idle_poll: float = 0.5):
         self.service = service
         self.metrics = metrics or metrics_for(service)  # shared with the web app of `run-all`
         self.relay_interval = relay_interval
+        self.relay_idle_poll = relay_idle_poll
         self.sweep_interval = sweep_interval
         self.stopping = threading.Event()
         self.ready = threading.Event()
@@ -99,16 +100,25 @@ class Worker:
 
     def _relay_loop(self):
         relay = OutboxRelay(self.service.topology, self.service.uow, self.service.clock)
-        with self.service.topology.connection() as conn:
-            producer = conn.Producer()
-            while not self.stopping.is_set():
-                sent = relay.relay_once(producer)
-                self.metrics.published(sent)
-                if sent == 0:
-                    self.outbox_has_work.wait(self.relay_interval)
-                    self.outbox_has_work.clear()
-                    if not self.service.topology.in_memory:
-                        conn.heartbeat_check()  # keep an idle connection alive
+        # PostgreSQL: sleep until a commit NOTIFYs (polling only every relay_idle_poll s, a
+        # safety net); other databases: poll every relay_interval.
+        listener = OutboxListener(self.service.engine)
+        try:
+            with self.service.topology.connection() as conn:
+                producer = conn.Producer()
+                while not self.stopping.is_set():
+                    sent = relay.relay_once(producer)
+                    self.metrics.published(sent)
+                    if sent == 0:
+                        if listener.listening:
+                            listener.wait(self.relay_idle_poll)
+                        else:
+                            self.outbox_has_work.wait(self.relay_interval)
+                            self.outbox_has_work.clear()
+                        if not self.service.topology.in_memory:
+                            conn.heartbeat_check()  # keep an idle connection alive
+        finally:
+            listener.close()
 
     def _sweep_loop(self):
         while not self.stopping.is_set():

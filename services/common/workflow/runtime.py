@@ -25,6 +25,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm.exc import StaleDataError
 
 from ..bus.messages import make_envelope
+from ..bus.relay import notify_outbox
 from ..clock import use_clock
 from ..db import Conflict
 from ..models import DeployedSpec, OutboxMessage, TimelineEntry, WorkflowInstance, WorkItem
@@ -273,12 +274,14 @@ class WorkflowRuntime:
         except StaleDataError:
             uow.rollback()
             raise Conflict(case_no) from None
-        for event in thrown:
-            if isinstance(event.event_definition, MessageEventDefinition):
-                envelope = make_envelope(event.event_definition.name, event.payload or {},
-                                         self.service, now)
-                uow.add(OutboxMessage(message_id=envelope["id"], routing_key=envelope["type"],
-                                      envelope=envelope, created_at=now))
+        messages = [e for e in thrown if isinstance(e.event_definition, MessageEventDefinition)]
+        for event in messages:
+            envelope = make_envelope(event.event_definition.name, event.payload or {},
+                                     self.service, now)
+            uow.add(OutboxMessage(message_id=envelope["id"], routing_key=envelope["type"],
+                                  envelope=envelope, created_at=now))
+        if messages:
+            notify_outbox(uow.session)  # the relay wakes when this commits
         self._refresh_work_items(uow, instance, workflow, now)
 
     def _refresh_work_items(self, uow, instance, workflow, now):
