@@ -5,6 +5,7 @@ files in ``photos`` (docs/uploads.md): photos are checked by content like the we
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
+from flask_login import current_user
 from marshmallow import ValidationError
 
 from services.common.uploads import UploadRejected
@@ -12,6 +13,7 @@ from services.common.web.app import csrf_exempt
 from services.common.web.ratelimit import LOOKUP, SUBMIT, limited, replayed
 
 from . import idempotency
+from .filing import channel_error
 from .privacy import mask_personal
 from .requests import RequestSchema, find_request, public_timeline
 from .views import STATUS_NAMES, checked_photos, stored_photos
@@ -36,6 +38,8 @@ def create_request():
     errors = {name: ["不支持的字段"] for name in request.files if name != "photos"} if multipart else {}
     try:
         data = RequestSchema().load(payload)
+        if refused := channel_error(current_user, data["channel"], data["district"]):
+            errors["channel"] = [refused]
     except ValidationError as err:
         errors.update(err.messages)
     try:  # every photo is checked before anything is stored

@@ -10,7 +10,7 @@ from flask_login import current_user
 from marshmallow import ValidationError
 
 from services.common import audit
-from services.common.reference import CHANNELS
+from services.common.reference import CHANNELS, district_code
 from services.common.web.auth import roles_required
 
 from .requests import RequestSchema, submit_request
@@ -23,6 +23,19 @@ ROLE_CHANNELS = {"intake_operator": ("phone", "hotline_12345", "walk_in"), "grid
                  "admin": ("phone", "hotline_12345", "walk_in", "grid")}
 FIELDS = ("district", "name", "phone", "description", "category", "location")
 _JUST_FILED = "just_filed"
+# Channels anyone may use unsigned; the others say a member of staff took the request.
+CITIZEN_CHANNELS = ("web",)
+
+
+def channel_error(user, channel: str, district: str):
+    """Why ``user`` may not file through ``channel`` in ``district`` over the API (None: may)."""
+    if channel in CITIZEN_CHANNELS:
+        return None
+    if not user.is_authenticated or channel not in ROLE_CHANNELS.get(user.role, ()):
+        return "该渠道仅限受理员、网格员登录后使用"
+    if user.role == "grid_worker" and district_code(district) != user.district:
+        return "网格员只能代为反映本辖区的诉求"
+    return None
 
 
 def _service():

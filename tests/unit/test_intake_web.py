@@ -5,7 +5,9 @@ import pytest
 from sqlalchemy import func, select
 
 from services.common.models import OutboxMessage
+from services.common.models import StaffUser
 from services.common.web.app import create_app
+from services.common.web.auth import hash_password, make_token
 from services.intake.models import CitizenRequest
 
 VALID = {"district": "海州区", "name": "张三", "phone": "13800001234", "description": "楼上漏水，天花板一直滴水"}
@@ -58,6 +60,26 @@ def test_api_rejects_bad_fields_and_stores_nothing(client, intake, payload, fiel
     assert field in response.get_json()["fields"]
     assert count(intake, CitizenRequest) == 0
     assert count(intake, OutboxMessage) == 0
+
+
+def test_api_staff_channels_need_a_staff_token(client, intake):
+    """Anyone may file as a citizen ("web"); a phone or grid channel says staff took it."""
+    with intake.uow() as uow:
+        uow.add(StaffUser(username="wangge", display_name="网格员", role="grid_worker", district="210902",
+                          password_hash=hash_password("correct-horse-1"), active=True))
+        uow.commit()
+    bearer = {"Authorization": f"Bearer {make_token(client.application.config['SECRET_KEY'], 'wangge')}"}
+    anonymous = client.post("/api/v1/requests", json={**VALID, "channel": "grid"})
+    assert anonymous.status_code == 400 and "channel" in anonymous.get_json()["fields"]
+    wrong_channel = client.post("/api/v1/requests", json={**VALID, "channel": "phone"}, headers=bearer)
+    assert "channel" in wrong_channel.get_json()["fields"]
+    elsewhere = client.post("/api/v1/requests", json={**VALID, "district": "彰武县", "channel": "grid"}, headers=bearer)
+    assert elsewhere.get_json()["fields"]["channel"] == ["网格员只能代为反映本辖区的诉求"]
+    assert count(intake, CitizenRequest) == 0
+    filed = client.post("/api/v1/requests", json={**VALID, "channel": "grid"}, headers=bearer)
+    assert filed.status_code == 201, filed.get_json()
+    with intake.uow() as uow:
+        assert uow.session.scalars(select(CitizenRequest.channel)).all() == ["grid"]
 
 
 @pytest.mark.parametrize("data, content_type", [("not json", "application/json"), ("[1,2]", "application/json"),
