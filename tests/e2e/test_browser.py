@@ -260,6 +260,7 @@ def test_citizen_to_department_journey(browser, cluster, screens):
     expect(page.locator("ol.timeline")).to_contain_text(reply)
     expect(page.get_by_role("button", name="提交办理结果")).to_have_count(0)
     expect(page.locator(".status-line")).to_contain_text("已答复，待回访")
+    expect(page.locator("#work")).to_have_count(0)  # nothing left to do here: no empty card
     screens(page, "13-handler-case-done-laptop")
     handler.close()
 
