@@ -13,7 +13,7 @@ from services.common.web.app import csrf_exempt
 from services.common.web.ratelimit import LOOKUP, SUBMIT, limited, replayed
 
 from . import idempotency
-from .filing import channel_error
+from .filing import audited_filing, channel_error
 from .privacy import mask_personal
 from .requests import RequestSchema, find_request, public_timeline
 from .views import STATUS_NAMES, checked_photos, stored_photos
@@ -50,6 +50,7 @@ def create_request():
         return jsonify(error="validation_failed", message="请检查填写内容", fields=errors), 400
     try:
         created, again = idempotency.submit_once(current_app.extensions["fzt"], idempotency.API, key, data,
+                                                 then=audited_filing(current_user, data["channel"]),
                                                  photos=stored_photos(photos))
     except idempotency.KeyReused as err:
         return jsonify(error="idempotency_key_reused", message=str(err)), 422

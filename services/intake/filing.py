@@ -38,6 +38,13 @@ def channel_error(user, channel: str, district: str):
     return None
 
 
+def audited_filing(user, channel: str):
+    """``then`` for ``submit_once``: a staff filing is audited in the case's transaction."""
+    if channel in CITIZEN_CHANNELS:
+        return None
+    return lambda uow, created: audit.record(uow, user, "intake.file", created.case_no, channel=channel)
+
+
 def _service():
     return current_app.extensions["fzt"]
 

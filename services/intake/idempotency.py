@@ -69,28 +69,32 @@ def request_hash(data: dict, columns: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def submit_once(service, scope: str, key: str | None, data: dict, **columns):
+def submit_once(service, scope: str, key: str | None, data: dict, then=None, **columns):
     """(CitizenRequest, replayed): the case ``key`` made before, or a new one made now.
 
     Without a key this is ``submit_request``. ``KeyReused`` when the key made a case from
-    different content."""
-    if not key:
-        return submit_request(service, data, **columns), False
+    different content. ``then(uow, created)`` runs in the new case's transaction (the audit
+    entry of a staff filing)."""
     fingerprint = request_hash(data, columns)
-    earlier = _replay(service, scope, key, fingerprint)
-    if earlier is not None:
-        return earlier, True
+    if key:
+        earlier = _replay(service, scope, key, fingerprint)
+        if earlier is not None:
+            return earlier, True
     try:
         with service.uow() as uow:
-            row = IdempotencyKey(scope=scope, key=key, request_hash=fingerprint, created_at=service.clock.now())
-            uow.add(row)
-            uow.session.flush()  # a concurrent twin blocks here until we commit or roll back
+            if key:
+                row = IdempotencyKey(scope=scope, key=key, request_hash=fingerprint, created_at=service.clock.now())
+                uow.add(row)
+                uow.session.flush()  # a concurrent twin blocks here until we commit or roll back
             created = submit_request(service, data, uow, **columns)
-            row.case_no = created.case_no
+            if key:
+                row.case_no = created.case_no
+            if then is not None:
+                then(uow, created)
             uow.commit()
         return created, False
     except IntegrityError:
-        earlier = _replay(service, scope, key, fingerprint)
+        earlier = _replay(service, scope, key, fingerprint) if key else None
         if earlier is None:
             raise
         return earlier, True

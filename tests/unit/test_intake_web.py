@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import func, select
 
 from services.common.models import OutboxMessage
-from services.common.models import StaffUser
+from services.common.models import AuditEntry, StaffUser
 from services.common.web.app import create_app
 from services.common.web.auth import hash_password, make_token
 from services.intake.models import CitizenRequest
@@ -80,6 +80,8 @@ def test_api_staff_channels_need_a_staff_token(client, intake):
     assert filed.status_code == 201, filed.get_json()
     with intake.uow() as uow:
         assert uow.session.scalars(select(CitizenRequest.channel)).all() == ["grid"]
+        [entry] = uow.session.scalars(select(AuditEntry).where(AuditEntry.action == "intake.file")).all()
+    assert (entry.actor, entry.case_no, entry.detail) == ("wangge", filed.get_json()["case_no"], {"channel": "grid"})
 
 
 @pytest.mark.parametrize("data, content_type", [("not json", "application/json"), ("[1,2]", "application/json"),
