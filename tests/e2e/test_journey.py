@@ -287,3 +287,24 @@ def test_login_returns_to_the_page_asked_for(journey):
     assert response.status == 302
     assert response.location.startswith("/dispatch/queue"), response.location
     assert session.get(origin + response.location).status == 200
+
+
+def test_staff_channels_reach_the_dispatcher_with_their_channel(journey):
+    """Phone (an operator's token on API v1) and grid (the grid worker's filing page), end to end."""
+    phoned = journey.http.post(journey.url("intake", "/api/v1/requests"),
+                               json={**LEAK, "channel": "phone", "description": "来电反映：小区门口路灯不亮已经一周"},
+                               token=journey.cluster.token("intake", "operator"))
+    assert phoned.status == 201, phoned
+    grid = HttpClient()
+    assert login(grid, journey.url("intake", "/login"), "wangge_haizhou", PASSWORD).status == 302
+    form = grid.get(journey.url("intake", "/staff/file"))
+    filed = grid.post(journey.url("intake", "/staff/file"), form={
+        "csrf_token": csrf_token(form.text), "channel": "grid", "district": "210902", "name": "李四",
+        "phone": "13900001234", "description": "网格巡查发现：小区垃圾堆放多日未清运", "category": "", "location": ""})
+    assert filed.status == 302, filed
+    grid_case = re.search(r"210902-\d{8}-\d{4}", grid.get(journey.url("intake", "/staff/file")).text).group(0)
+    for case_no, channel in ((phoned.json["case_no"], "phone"), (grid_case, "grid")):
+        journey.wait_in_list("fenbo_haizhou", case_no)
+        case = journey.http.get(journey.url("dispatch", f"/api/v1/cases/{case_no}"),
+                                token=journey.tokens["fenbo_haizhou"])
+        assert case.json["channel"] == channel, case
