@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.journey import PG, TOPICS, machine, server_versions  # noqa: E402
 from services.common.config import from_env  # noqa: E402
+from tests.support.cluster import UNTHROTTLED  # noqa: E402
 from services.common.demo import load_demo_accounts  # noqa: E402
 from services.common.models import OutboxMessage  # noqa: E402
 from services.common.platform import load_service, prepare  # noqa: E402
@@ -67,9 +68,10 @@ def summarize(session) -> dict:
     """Self time per package and inclusive time of FUNCTIONS, from pyinstrument's frame tree."""
     packages, functions = {}, {}
 
-    def walk(frame, active):
+    def walk(frame, active, parent_path=""):
         own = frame.time - sum(child.time for child in frame.children)
-        package = package_of(frame.file_path or "")
+        path = frame.file_path or parent_path  # pyinstrument's "[self]" frames have no file
+        package = package_of(path)
         packages[package] = packages.get(package, 0) + own
         mine = set(active)
         for label, (file_name, names) in FUNCTIONS.items():
@@ -78,7 +80,7 @@ def summarize(session) -> dict:
         for label in mine - set(active):
             functions[label] = functions.get(label, 0) + frame.time
         for child in frame.children:
-            walk(child, mine)
+            walk(child, mine, path)
 
     root = session.root_frame()
     if root is not None:
@@ -111,7 +113,8 @@ def main(argv=None):
     for name in names.values():
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        settings = from_env({}, env="test", var_dir=Path(tempfile.mkdtemp(prefix=run_id)),
+        # Limits as the benchmark cluster has them: counted (a cost of every submit), never hit.
+        settings = from_env(dict(UNTHROTTLED), env="test", var_dir=Path(tempfile.mkdtemp(prefix=run_id)),
                             database_urls={s: f"postgresql+psycopg://{PG['user']}@{PG['host']}:{PG['port']}/{n}"
                                            for s, n in names.items()},
                             broker_url="memory://localhost//", bus_prefix=run_id)

@@ -363,6 +363,8 @@ def template_set(settings):
 
     from services.common.models import WorkflowInstance, WorkItem
     services = services_for(settings)
+    for service in services.values():
+        prepare(service)  # new migrations reach kept databases before anything reads them
     templates = {"intake": [], "dispatch": [], "supervision": []}
     with services["dispatch"].uow() as uow:
         rows = uow.session.execute(select(WorkflowInstance.case_no, WorkflowInstance.updated_at, WorkItem.district,
