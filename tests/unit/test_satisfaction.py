@@ -10,7 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from services.common.clock import FrozenClock
-from services.common.models import OutboxMessage, TimelineEntry, WorkflowInstance, WorkItem
+from services.common.models import OutboxMessage, StaffUser, TimelineEntry, WorkflowInstance, WorkItem
+from services.common.web.app import create_app
+from services.common.web.auth import hash_password, make_token
 from services.dispatch import cases
 from services.intake import callback, notify
 from services.intake.models import CitizenRequest, Notification, SatisfactionRating
@@ -366,3 +368,17 @@ def test_reply_text_is_cut_for_sms_but_whole_by_e_mail(platform):
     assert long_reply not in replied["sms"].body and "…" in replied["sms"].body
     assert notify.mask_recipient(replied["sms"]) == "138****0001"
     assert notify.mask_recipient(replied["email"]) == "z***@example.com"
+
+
+def test_the_supervision_board_masks_numbers_in_the_citizens_comment(platform):
+    case = platform.submit()
+    platform.reply(case, "已督促物业维修")
+    platform.rate(case, "unsatisfied", "没有人来修，请回电13912345678")
+    with platform.supervision.uow() as uow:
+        uow.add(StaffUser(username="duban", display_name="督办员", role="supervisor",
+                          password_hash=hash_password("correct-horse-1"), active=True))
+        uow.commit()
+    app = create_app(platform.supervision)
+    token = make_token(app.config["SECRET_KEY"], "duban")
+    html = app.test_client().get("/board", headers={"Authorization": f"Bearer {token}"}).get_data(as_text=True)
+    assert "诉求人意见：没有人来修，请回电" in html and "13912345678" not in html
