@@ -4,27 +4,14 @@ import time
 import uuid
 
 from kombu import Connection, Producer
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 
 from services.common.bus.messages import make_envelope
 from services.common.models import InboxMessage, OutboxMessage, WorkflowInstance, WorkItem
 from services.common.worker import Worker
 from services.intake.requests import submit_request
-
-
-def wait_for(predicate, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def count(service, model, *where):
-    with service.uow() as uow:
-        return uow.session.scalar(select(func.count()).select_from(model).where(*where))
+from tests.support.db import count
+from tests.support.http import wait_for
 
 
 def request(n):

@@ -7,30 +7,16 @@ import uuid
 import pika
 from click.testing import CliRunner
 from kombu import Connection, Producer
-from sqlalchemy import func, select
 
 from services.common.bus.deadletters import DeadLetterError, DeadLetters, pika_parameters
 from services.common.bus.messages import make_envelope
 from services.common.cli import main
 from services.common.models import InboxMessage, WorkflowInstance
 from services.common.worker import Worker
+from tests.support.db import count
+from tests.support.http import wait_for
 
 CASE = "210902-20261125-0007"
-
-
-def wait_for(predicate, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def count(service, model, *where):
-    with service.uow() as uow:
-        return uow.session.scalar(select(func.count()).select_from(model).where(*where))
 
 
 def submitted_body(case_no=CASE):

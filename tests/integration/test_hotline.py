@@ -10,7 +10,7 @@ import uuid
 
 import pika
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from services.common.bus.deadletters import pika_parameters
@@ -20,21 +20,8 @@ from services.intake import hotline
 from services.intake.hotline import HotlineGateway, InvalidOrder, parse_order
 from services.intake.models import CitizenRequest, HotlineOrder, HotlineStatus
 from services.intake.requests import submit_request
-
-
-def wait_for(predicate, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def count(service, model, *where):
-    with service.uow() as uow:
-        return uow.session.scalar(select(func.count()).select_from(model).where(*where))
+from tests.support.db import count
+from tests.support.http import wait_for
 
 
 def order(order_id=None, **changes):

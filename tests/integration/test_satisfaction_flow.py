@@ -15,6 +15,7 @@ from services.dispatch import cases
 from services.intake import callback
 from services.intake.models import CitizenRequest, Notification
 from services.intake.requests import submit_request
+from tests.support.http import wait_for
 
 
 @dataclass
@@ -29,16 +30,6 @@ class User:
 DISPATCHER = User("dispatcher", district="210902", display_name="海州区分拨员")
 ZHUJIAN = User("handler", department="zhujian", display_name="住建局")
 OPERATOR = User("intake_operator", display_name="回访员", username="operator")
-
-
-def wait_for(predicate, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

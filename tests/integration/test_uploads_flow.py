@@ -3,7 +3,6 @@ RabbitMQ and PostgreSQL: only the reference travels on the bus, the bytes stay i
 blob store, and dispatch serves them under its own case scope (docs/uploads.md)."""
 import io
 import re
-import time
 
 from PIL import Image
 from sqlalchemy import select
@@ -13,18 +12,9 @@ from services.common.models import WorkItem
 from services.common.web.app import create_app
 from services.common.worker import Worker
 from services.dispatch.models import CaseFile
+from tests.support.http import wait_for
 
 CITIZEN = {"district": "210902", "name": "张三", "phone": "13800001234", "description": "小区路灯坏了一个月"}
-
-
-def wait_for(predicate, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def csrf(html):

@@ -29,6 +29,7 @@ from services.common.observability import (JsonFormatter, case_context, current_
 from services.common.web.app import create_app
 from services.common.worker import Worker
 from services.intake.requests import submit_request
+from tests.support.http import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 VALID = {"district": "海州区", "name": "张三", "phone": "13800001234", "description": "楼上漏水，天花板一直滴水"}
@@ -57,15 +58,6 @@ def value(text, name, **labels):
 def counted(service, what):
     return metrics_for(service).registry.get_sample_value(
         f"fzt_bus_messages_{what}_total", {"service": service.name})
-
-
-def wait_for(predicate, timeout=15, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
