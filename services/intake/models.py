@@ -1,10 +1,11 @@
 """Intake's own tables: citizen requests and the per-district daily case-number sequence,
-the 12345 hotline's orders, publicity, satisfaction ratings and notifications."""
+the requests per day (受理量统计), the 12345 hotline's orders, publicity, satisfaction ratings
+and notifications."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import Float, Index, Integer, String, Text
+from sqlalchemy import Date, Float, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.common.db import Base, UTCDateTime
@@ -51,6 +52,20 @@ class CaseSequence(Base):
     district: Mapped[str] = mapped_column(String(6), primary_key=True)
     day: Mapped[str] = mapped_column(String(8), primary_key=True)
     last: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RequestCount(Base):
+    """How many requests a district received through a channel on a China day (UTC+8).
+
+    Counted in the transaction that stores the request (services/intake/volume_counts.py),
+    so it always equals the GROUP BY over ``citizen_requests`` that 受理量统计 used to run."""
+
+    __tablename__ = "request_counts"
+    __table_args__ = INTAKE
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    district: Mapped[str] = mapped_column(String(6), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(30), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
 
 
 class HotlineOrder(Base):

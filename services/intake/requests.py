@@ -17,6 +17,7 @@ from services.common.models import TimelineEntry
 from services.common.reference import CATEGORIES, CHANNELS, district_code
 
 from .models import CaseSequence, CitizenRequest, RequestPhoto
+from .volume_counts import add_request
 
 PHONE = re.compile(r"^(1[3-9]\d{9}|0\d{2,3}-?\d{7,8})$")
 TRACKING_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L
@@ -108,7 +109,7 @@ def submit_request(service, data: dict, uow=None, photos=(), **columns) -> Citiz
         category=data.get("category", ""), channel=data.get("channel", "web"),
         location=data.get("location", ""), email=data.get("email") or None, status="submitted",
         created_at=now, **columns)
-    uow.add(request)
+    add_request(uow, request)  # counted for 受理量统计 in this transaction
     photos = [dict(ref) for ref in photos]
     for position, ref in enumerate(photos):
         uow.add(RequestPhoto(case_no=case_no, position=position, **ref))

@@ -3,9 +3,9 @@
 ``/staff/volume`` shows a period (default: the last 30 days, today included) as a stacked
 bar chart drawn on the server as SVG (no JavaScript; the CSP allows none inline) and as a
 table; ``/staff/volume.csv`` downloads the same counts. A dispatcher sees their own district
-only. One GROUP BY over ``citizen_requests``: the day is computed in the database in UTC+8,
-and the WHERE clause (district IN …, created_at in [start, end)) is what the
-``ix_citizen_requests_district_day`` index (district, created_at) answers. Notes: docs/publicity.md.
+only. The counts are read from ``request_counts`` (one row per China day, district and channel,
+kept by services/intake/volume_counts.py when a request is stored), so a period costs the same
+at ten thousand requests as at a million. Notes: docs/publicity.md.
 """
 from __future__ import annotations
 
@@ -13,20 +13,18 @@ import csv
 import io
 import math
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, timedelta
 
 from flask import Blueprint, Response, current_app, render_template, request, url_for
 from flask_login import current_user
 from markupsafe import Markup, escape
-from sqlalchemy import String, func, select
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy import select
 
 from services.common.reference import CHANNELS, DISTRICTS
 from services.common.web.app import CHINA_TZ
 from services.common.web.auth import roles_required
 
-from .models import CitizenRequest
+from .models import RequestCount
 
 bp = Blueprint("stats", __name__, url_prefix="/staff")
 
@@ -39,49 +37,19 @@ BY = {"district": "按县区", "channel": "按渠道"}
 WEEKDAYS = "一二三四五六日"
 
 
-class china_day(FunctionElement):
-    """``YYYY-MM-DD`` of a UTC timestamp column in China time (UTC+8, no daylight saving)."""
-
-    type = String()
-    inherit_cache = True
-
-
-@compiles(china_day, "sqlite")
-def _china_day_sqlite(element, compiler, **kw):
-    # SQLite keeps UTCDateTime as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC.
-    return f"date({compiler.process(element.clauses, **kw)}, '+8 hours')"
-
-
-@compiles(china_day, "postgresql")
-def _china_day_postgresql(element, compiler, **kw):
-    # timestamptz → UTC wall time → +8 h; no bound parameters, so GROUP BY matches SELECT.
-    column = compiler.process(element.clauses, **kw)
-    return f"to_char(({column} AT TIME ZONE 'UTC') + INTERVAL '8 hours', 'YYYY-MM-DD')"
-
-
 # -- the numbers ----------------------------------------------------------------------------
 
 def today_in_china(service) -> date:
     return service.clock.now().astimezone(CHINA_TZ).date()
 
 
-def utc_bounds(start: date, end: date) -> tuple[datetime, datetime]:
-    """[start 00:00, end+1 00:00) China time, as aware datetimes."""
-    return (datetime.combine(start, time(0), CHINA_TZ),
-            datetime.combine(end + timedelta(days=1), time(0), CHINA_TZ))
-
-
 def daily_volume(service, start: date, end: date, districts) -> list[tuple[str, str, str, int]]:
     """(day 'YYYY-MM-DD', district, channel, requests) for China days start..end (inclusive)."""
-    since, until = utc_bounds(start, end)
-    day = china_day(CitizenRequest.created_at)
-    query = (select(day, CitizenRequest.district, CitizenRequest.channel, func.count())
-             .where(CitizenRequest.district.in_(list(districts)),
-                    CitizenRequest.created_at >= since, CitizenRequest.created_at < until)
-             .group_by(day, CitizenRequest.district, CitizenRequest.channel)
-             .order_by(day, CitizenRequest.district, CitizenRequest.channel))
+    query = (select(RequestCount.day, RequestCount.district, RequestCount.channel, RequestCount.n)
+             .where(RequestCount.district.in_(list(districts)), RequestCount.day.between(start, end))
+             .order_by(RequestCount.day, RequestCount.district, RequestCount.channel))
     with service.uow() as uow:
-        return [(d, district, channel, n) for d, district, channel, n in uow.session.execute(query)]
+        return [(day.isoformat(), district, channel, n) for day, district, channel, n in uow.session.execute(query)]
 
 
 @dataclass

@@ -6,7 +6,8 @@ case in its workflow with its work item, timeline, outbox and inbox rows, the de
 diagram, a staff account — then upgraded to heads as ``fzt db upgrade`` does. Every row must
 still be there with every old column unchanged, and the current code must carry the case on
 (dispatch: shown and assigned through the API by the old account; intake: the citizen's
-lookup and the next event; mediation and supervision: the next message applied). Then the
+lookup and the next event, and the request counts of 受理量统计, a table the upgrade fills,
+equal those the current code kept; mediation and supervision: the next message applied). Then the
 database is downgraded back to the previous release (every migration has a downgrade; what
 the newer revisions added is dropped, branches born since go back to their base) and
 upgraded again, and the case is still there.
@@ -219,6 +220,12 @@ def assert_rows_kept(engine, rows: dict) -> None:
             assert got[:len(expected)] == expected, f"{name}: rows changed by the migration"
 
 
+def request_counts(engine) -> list:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT day, district, channel, n FROM request_counts "
+                                 "ORDER BY day, district, channel")).all()
+
+
 def table_counts(engine, tables) -> dict:
     with engine.connect() as conn:
         return {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in tables}
@@ -253,6 +260,10 @@ def test_upgrade_from_the_previous_release_keeps_every_row_and_the_case_goes_on(
         at = {r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))}
     assert at == set(script.get_heads())
     assert_rows_kept(old_engine, rows)
+    if name == "intake":  # the migration counted the requests as storing them does
+        source_engine = engine_for(source_url)
+        assert request_counts(old_engine) == request_counts(source_engine) != []
+        source_engine.dispose()
     service = build_service(name, database_url=old_url)  # migrates (a no-op now) and deploys
     works(name, service, seeded, tmp_path)
     service.engine.dispose()
