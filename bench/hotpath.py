@@ -52,6 +52,8 @@ FUNCTIONS = {"specs.latest/by_hash": ("specs.py", ("latest", "by_hash")),
              "work items refresh": ("runtime.py", ("_refresh_work_items",)),
              "next_case_no": ("requests.py", ("next_case_no",)),
              "audit.record": ("audit.py", ("record",)),
+             "rate-limit storage": ("ratelimits.py", ("*",)),
+             "duplicates": ("duplicates.py", ("register_case",)),
              "metrics/observability": ("observability.py", ("*",))}
 
 

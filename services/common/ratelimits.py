@@ -9,9 +9,19 @@ with one atomic upsert (PostgreSQL and SQLite both have ``INSERT … ON CONFLICT
 
 Windows are real time (``time.time``), not the platform clock: a limit protects the servers
 now, whatever date tests or demos set the platform to. ``timer`` is injectable for tests.
+
+Cost per submission (docs/benchmarks.md): every statement runs in autocommit (each is atomic
+on its own), so it is one round trip, not BEGIN + statement + COMMIT. Within one web request
+(``remember_within_request`` … ``forget``, hooked in by services/common/web/ratelimit.py) the
+count and window end that an ``incr`` returned answer the ``get``/``get_expiry`` that
+Flask-Limiter asks next for the X-RateLimit-* headers: 3 statements per submission instead
+of 5. Such a value may miss a hit another process made in the same milliseconds; it only
+feeds the headers, never the decision to refuse (that is the ``incr`` and the ``test``
+before the request, whose keys were not written in the request yet).
 """
 from __future__ import annotations
 
+import threading
 import time
 
 from limits.storage import Storage
@@ -47,8 +57,9 @@ class SqlStorage(Storage):
         if engine is None:
             raise ValueError("SqlStorage needs the service's engine (storage option 'engine')")
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
-        self.engine = engine
+        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.timer = timer
+        self._request = threading.local()  # .seen: {key: (count, expires_at)} of this request
         self._insert = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)
         self._cleaned_at = 0.0
 
@@ -65,28 +76,43 @@ class SqlStorage(Storage):
             # A window that has ended starts again at this hit.
             "count": case((expired, amount), else_=table.c.count + amount),
             "expires_at": case((expired, now + expiry), else_=table.c.expires_at),
-        }).returning(table.c.count)
-        with self.engine.begin() as conn:
-            count = conn.execute(stmt).scalar_one()
+        }).returning(table.c.count, table.c.expires_at)
+        with self.engine.connect() as conn:
+            count, expires_at = conn.execute(stmt).one()
             if now - self._cleaned_at > CLEANUP_EVERY:
                 self._cleaned_at = now
                 conn.execute(delete(table).where(table.c.expires_at <= now))
+        seen = getattr(self._request, "seen", None)
+        if seen is not None:
+            seen[key] = (count, expires_at)
         return count
 
-    def get(self, key: str) -> int:
+    def _current(self, key: str) -> tuple[int, float] | None:
+        """(count, window end) of ``key``'s open window, None when it has none."""
+        now = self.timer()
+        seen = getattr(self._request, "seen", None)
+        if seen is not None and key in seen:
+            count, expires_at = seen[key]
+            return (count, expires_at) if expires_at > now else None
         table = RateLimitCounter.__table__
         with self.engine.connect() as conn:
-            count = conn.execute(select(table.c.count).where(
-                table.c.key == key, table.c.expires_at > self.timer())).scalar()
-        return count or 0
+            row = conn.execute(select(table.c.count, table.c.expires_at).where(
+                table.c.key == key, table.c.expires_at > now)).first()
+        return tuple(row) if row else None
+
+    def get(self, key: str) -> int:
+        current = self._current(key)
+        return current[0] if current else 0
 
     def get_expiry(self, key: str) -> float:
-        table = RateLimitCounter.__table__
-        now = self.timer()
-        with self.engine.connect() as conn:
-            expires = conn.execute(select(table.c.expires_at).where(
-                table.c.key == key, table.c.expires_at > now)).scalar()
-        return expires or now
+        current = self._current(key)
+        return current[1] if current else self.timer()
+
+    def remember_within_request(self) -> None:
+        self._request.seen = {}
+
+    def forget(self) -> None:
+        self._request.seen = None
 
     def check(self) -> bool:
         try:
@@ -97,9 +123,11 @@ class SqlStorage(Storage):
             return False
 
     def reset(self) -> int | None:
-        with self.engine.begin() as conn:
+        self.forget()
+        with self.engine.connect() as conn:
             return conn.execute(delete(RateLimitCounter.__table__)).rowcount
 
     def clear(self, key: str) -> None:
-        with self.engine.begin() as conn:
+        (getattr(self._request, "seen", None) or {}).pop(key, None)
+        with self.engine.connect() as conn:
             conn.execute(delete(RateLimitCounter.__table__).where(RateLimitCounter.__table__.c.key == key))

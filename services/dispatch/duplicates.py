@@ -123,17 +123,20 @@ class Fingerprint:
     text: str
 
 
-def judge(new: Fingerprint, old: Fingerprint, rule) -> tuple[list[str], float]:
+def judge(new: Fingerprint, old: Fingerprint, rule, new_bigrams: frozenset | None = None,
+          near: list[str] | None = None) -> tuple[list[str], float]:
     """(reasons, similarity): reasons empty means "not a duplicate". Same phone flags alone;
     same or near place flags with at least ``location_text_threshold`` similar text; text
-    alone flags from ``text_threshold`` on."""
-    score = similarity(bigrams(new.text), bigrams(old.text))
+    alone flags from ``text_threshold`` on. ``new_bigrams`` and ``near`` (the new case's
+    bigrams and neighbour cells) may be passed in when judging one case against many."""
+    new_bigrams = bigrams(new.text) if new_bigrams is None else new_bigrams
+    score = similarity(new_bigrams, bigrams(old.text))
     reasons = []
     if new.phone_hash == old.phone_hash:
         reasons.append("phone")
     if new.place and new.place == old.place:
         reasons.append("place")
-    elif new.cell and old.cell in neighbour_cells(new.cell):
+    elif new.cell and old.cell in (neighbour_cells(new.cell) if near is None else near):
         reasons.append("near")
     if score >= rule.text_threshold:
         reasons.append("text")
@@ -164,9 +167,14 @@ def _open():
                                WorkflowInstance.status != "complete"))
 
 
-def candidates(session, district: str, since: datetime, new: Fingerprint, rule) -> list[CaseFingerprint]:
-    """Open cases of ``district`` since ``since`` that share a key with ``new``, and the most
-    recent ones (for the text); two index range reads."""
+COMPARED = (CaseFingerprint.case_no, CaseFingerprint.phone_hash, CaseFingerprint.place, CaseFingerprint.cell,
+            CaseFingerprint.text)
+
+
+def candidates(session, district: str, since: datetime, new: Fingerprint, rule) -> dict[str, Fingerprint]:
+    """{case_no: fingerprint} of the open cases of ``district`` since ``since`` that share a
+    key with ``new``, and of the most recent ones (for the text); two index range reads.
+    Plain rows, not ORM objects: a few hundred of them per new case, only compared."""
     recent = and_(CaseFingerprint.district == district, CaseFingerprint.submitted_at >= since, _open())
     keys = [CaseFingerprint.phone_hash == new.phone_hash]
     if new.place:
@@ -174,11 +182,12 @@ def candidates(session, district: str, since: datetime, new: Fingerprint, rule) 
     if new.cell:
         keys.append(CaseFingerprint.cell.in_(neighbour_cells(new.cell)))
     newest = CaseFingerprint.submitted_at.desc()
-    found = {row.case_no: row for row in session.scalars(
-        select(CaseFingerprint).where(recent, or_(*keys)).order_by(newest).limit(KEYED_LIMIT))}
-    for row in session.scalars(select(CaseFingerprint).where(recent).order_by(newest).limit(rule.scan_limit)):
-        found.setdefault(row.case_no, row)
-    return list(found.values())
+    found = {}
+    for query in (select(*COMPARED).where(recent, or_(*keys)).order_by(newest).limit(KEYED_LIMIT),
+                  select(*COMPARED).where(recent).order_by(newest).limit(rule.scan_limit)):
+        for case_no, *compared in session.execute(query):
+            found.setdefault(case_no, Fingerprint(*compared))
+    return found
 
 
 def register_case(service, uow, envelope):
@@ -192,10 +201,11 @@ def register_case(service, uow, envelope):
     if session.get(CaseFingerprint, case_no) is not None:
         return  # registered before (a second intake.case_submitted of the case)
     flags = []
-    for old in candidates(session, district, now - timedelta(days=rule.window_days), new, rule):
-        reasons, score = judge(new, Fingerprint(old.phone_hash, old.place, old.cell, old.text), rule)
+    new_bigrams, near = bigrams(new.text), neighbour_cells(new.cell)
+    for old_no, old in candidates(session, district, now - timedelta(days=rule.window_days), new, rule).items():
+        reasons, score = judge(new, old, rule, new_bigrams, near)
         if reasons:
-            flags.append((score, old.case_no, reasons))
+            flags.append((score, old_no, reasons))
     for score, candidate_no, reasons in sorted(flags, reverse=True)[:rule.max_candidates]:
         uow.add(DuplicateFlag(case_no=case_no, candidate_no=candidate_no, reasons=",".join(reasons),
                               similarity=round(score, 3), created_at=now, status="open"))

@@ -62,6 +62,21 @@ def test_storage_counts_a_fixed_window_and_starts_again_after_it(storage):
     assert store.get("k") == 0 and store.check()
 
 
+def test_within_a_request_the_headers_read_what_the_hit_returned(storage):
+    store, timer = storage
+    store.remember_within_request()
+    assert store.incr("k", 60) == 1
+    with store.engine.connect() as conn:  # another process hits the same key meanwhile
+        conn.execute(RateLimitCounter.__table__.update().values(count=5))
+    assert (store.get("k"), store.get_expiry("k")) == (1, timer.now + 60)
+    assert store.get("other") == 0  # a key not hit in this request is read from the table
+    timer.now += 60
+    assert store.get("k") == 0  # the remembered window ended
+    store.forget()
+    timer.now -= 60
+    assert store.get("k") == 5  # outside a request: always the table
+
+
 def test_a_bad_limit_setting_is_refused_at_start(build_service):
     service = build_service("intake", rate_limits=limits(submit_ip="thirty an hour"))
     with pytest.raises(RuntimeError, match="FZT_RATE_LIMIT_SUBMIT_IP"):

@@ -136,6 +136,9 @@ def init_app(app, service, error) -> Limiter | None:
 
     limiter = Limiter(get_remote_address, storage_uri=STORAGE_URI, storage_options={"engine": service.engine},
                       strategy="fixed-window", headers_enabled=True)
+    # Before the limiter's own hooks: its header values come from this request's counts.
+    app.before_request(lambda: limiter.storage.remember_within_request())  # storage exists after init_app
+    app.teardown_request(lambda _exc: limiter.storage.forget())
     limiter.init_app(app)
     app.extensions["fzt_limiter"] = limiter
     per_ip = {SUBMIT: limiter.shared_limit(settings.submit_ip, scope=SUBMIT, methods=["POST"]),
