@@ -58,6 +58,10 @@ class ServiceDefinition:
     # Jobs the worker runs after each timer sweep, ``job(service) -> int`` (how much work was
     # done), e.g. intake's notification sender (services/intake/notify.py).
     periodic: tuple = ()
+    # ``hook(uow, case_no, before, after)``: called in the same transaction whenever the
+    # workflow runtime changes a case's work items (``before``/``after``: the instance's
+    # WorkItem rows), e.g. dispatch's co-handler table (services/dispatch/co_handling.py).
+    work_items_changed: Callable | None = None
 
 
 class Service:
@@ -74,7 +78,8 @@ class Service:
         self.calendar = calendar_for(settings)
         self.runtime = WorkflowRuntime(self.name, self.specs, definition.service_tasks, self.clock,
                                        summary_keys=definition.summary_keys,
-                                       helpers=workday_helpers(self.calendar))
+                                       helpers=workday_helpers(self.calendar),
+                                       work_items_changed=definition.work_items_changed)
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.session_factory)

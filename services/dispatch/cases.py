@@ -8,7 +8,7 @@ in the same transaction as the change.
 """
 from __future__ import annotations
 
-from sqlalchemy import String, cast, func, select
+from sqlalchemy import func, select
 
 from services.common import audit
 from services.common.models import TimelineEntry, WorkflowInstance, WorkItem
@@ -17,6 +17,7 @@ from services.common.web.roles import READ_ONLY_ROLES
 from services.common.workflow.runtime import TaskNotFound
 
 from . import files
+from .models import CoHandler
 
 # User task (BPMN id) -> the role that works it; the admin may act everywhere.
 TASK_ROLES = {
@@ -393,21 +394,24 @@ def add_note(service, user, case_no, text, attachments=()):
         uow.commit()
 
 
-CO_HANDLED_TASKS = (ACCEPT, RESOLVE, APPROVE_EXTENSION)
+def _co_handled(department, *columns):
+    """The department's co_handlers rows joined to their work items, oldest first: a range of
+    the index (department, created_at), read in its order (also for the count: a plan that
+    filters the whole table instead would cost more as it grows)."""
+    return (select(*columns).select_from(CoHandler).join(WorkItem, WorkItem.id == CoHandler.work_item_id)
+            .where(CoHandler.department == department).order_by(CoHandler.created_at))
 
 
 def co_handled(service, department, limit=200):
     """协办案件: open cases that ``department`` helps on (not leads), oldest first, with the
-    total (capped: COUNT_CAP). The work items' summary names the co-handlers; the text match
-    only narrows the rows read (at most COUNT_CAP + 1 of them, so the page costs the same at a
-    million cases), the exact check is on the parsed list."""
+    total (capped: COUNT_CAP). Read from ``co_handlers`` (services/dispatch/co_handling.py),
+    each row joined to its work item by key: the list and the count read at most ``limit`` and
+    COUNT_CAP + 1 rows, at any number of open cases."""
     with service.uow() as uow:
-        rows = uow.session.scalars(select(WorkItem).where(
-            WorkItem.task_name.in_(CO_HANDLED_TASKS), WorkItem.department != department,
-            cast(WorkItem.summary, String).like(f'%"{department}"%'))
-            .order_by(WorkItem.created_at).limit(COUNT_CAP + 1)).all()
-    items = [i for i in rows if department in (i.summary.get("co_departments") or [])]
-    return items[:limit], len(items)
+        items = uow.session.scalars(_co_handled(department, WorkItem).limit(limit)).all()
+        found = _co_handled(department, CoHandler.case_no).limit(COUNT_CAP + 1).subquery()
+        total = uow.session.scalar(select(func.count()).select_from(found))
+    return items, total
 
 
 def item_json(item):

@@ -1,4 +1,5 @@
-"""Dispatch's own tables (besides the common ones): the files on a case."""
+"""Dispatch's own tables (besides the common ones): the files on a case, the co-handling
+departments of open cases."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -36,3 +37,19 @@ class CaseFile(Base):
     @property
     def is_image(self) -> bool:
         return self.content_type.startswith("image/")
+
+
+class CoHandler(Base):
+    """A department helping on (协办) an open case that another department leads, for the
+    department inbox's 协办案件 list: one row per case and co-handling department while the
+    case waits in one of the lead department's steps (``co_handling.CO_HANDLED_TASKS``),
+    pointing at that work item and ordered by its ``created_at``. Kept by the workflow runtime's
+    work-item refresh (services/dispatch/co_handling.py) in the same transaction; the list reads
+    an index range (department, created_at) instead of matching every work item's summary."""
+
+    __tablename__ = "co_handlers"
+    __table_args__ = (Index("ix_co_handlers_department", "department", "created_at"), DISPATCH)
+    case_no: Mapped[str] = mapped_column(String(40), primary_key=True)
+    department: Mapped[str] = mapped_column(String(50), primary_key=True)
+    work_item_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())  # the work item's

@@ -2,6 +2,7 @@
 from services.common.service import ServiceDefinition
 from services.common.workflow.handlers import HandlerRegistry
 
+from .co_handling import follow as follow_co_handlers
 from .files import listeners
 from .duplicates import register_case
 from .forms import FORMS
@@ -17,6 +18,7 @@ definition = ServiceDefinition(
     name="dispatch", title="分拨办理", service_tasks=HandlerRegistry(), listeners=listeners,
     forms=FORMS, blueprints=_blueprints, home_endpoint="dispatch.start",
     personal_data=DispatchPersonalData(),  # retention: services/dispatch/retention.py
+    work_items_changed=follow_co_handlers,  # the 协办 list's table (services/dispatch/co_handling.py)
     summary_keys=("description", "category", "suggested_department", "channel", "submitted_at",
                   "location", "department_name", "co_departments", "key_case", "fallback",
                   "return_count", "returns", "first_owner_name", "chief_instruction", "chief_request",

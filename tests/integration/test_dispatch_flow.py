@@ -296,3 +296,48 @@ def test_a_duplicate_is_merged_into_the_open_case(dispatch):
     assert merged["case_no"] == other and merged["into"] == CASE
     assert [t for t, _ in waiting(dispatch)] == ["assign"]  # only the case it was merged into
     assert cases.case_record(dispatch, other)["instance"].status == "complete"
+
+
+def co_handler_rows(service):
+    """dispatch's co_handlers rows of the case: (department, the task its work item is at)."""
+    from services.dispatch.models import CoHandler
+    with service.uow() as uow:
+        return [tuple(r) for r in uow.session.execute(
+            select(CoHandler.department, WorkItem.task_name).join(WorkItem, WorkItem.id == CoHandler.work_item_id,
+                                                                  isouter=True)
+            .where(CoHandler.case_no == CASE).order_by(CoHandler.department))]
+
+
+def rated(service, message_type, rating, comment=""):
+    from services.common.bus.messages import make_envelope
+    service.apply_message(make_envelope(message_type, {
+        "case_no": CASE, "reporter_case_no": CASE, "rating": rating, "comment": comment}, "intake",
+        service.clock.now()))
+
+
+def test_the_co_handler_table_follows_the_case_from_assignment_to_closing(dispatch):
+    cases.assign(dispatch, DISPATCHER, CASE, "zhujian", co_departments=["chengguan", "gongan"])
+    assert co_handler_rows(dispatch) == [("chengguan", "accept"), ("gongan", "accept")]
+    [item], total = cases.co_handled(dispatch, "chengguan")
+    assert (item.case_no, item.task_name, total) == (CASE, "accept", 1)
+    assert cases.co_handled(dispatch, "zhujian") == ([], 0)  # the lead's own case
+    cases.return_case(dispatch, ZHUJIAN, CASE, "不属于本部门职责")
+    assert co_handler_rows(dispatch) == []  # back with the dispatcher: in no department's hands
+    cases.assign(dispatch, DISPATCHER, CASE, "gongan", co_departments=["zhujian"])  # co-handlers change
+    assert co_handler_rows(dispatch) == [("zhujian", "accept")]
+    assert cases.co_handled(dispatch, "chengguan") == ([], 0)
+    cases.accept(dispatch, GONGAN, CASE)
+    cases.request_extension(dispatch, GONGAN, CASE, 2, "需协调")
+    assert co_handler_rows(dispatch) == [("zhujian", "approve_extension")]  # each step's item
+    cases.decide_extension(dispatch, DISPATCHER, CASE, True)
+    assert co_handler_rows(dispatch) == [("zhujian", "resolve")]
+    cases.reply(dispatch, GONGAN, CASE, "已协调处理")
+    assert co_handler_rows(dispatch) == []  # replied: waiting for the citizen's rating
+    rated(dispatch, "intake.case_reopened", "unsatisfied", "还是没有处理好")
+    assert co_handler_rows(dispatch) == [("zhujian", "resolve")]  # reopened: the same helpers
+    [item], _ = cases.co_handled(dispatch, "zhujian")
+    assert item.summary["citizen_comment"] == "还是没有处理好"
+    cases.reply(dispatch, GONGAN, CASE, "已彻底修复")
+    rated(dispatch, "intake.case_closed", "satisfied")
+    assert cases.case_record(dispatch, CASE)["instance"].status == "complete"
+    assert co_handler_rows(dispatch) == [] and cases.co_handled(dispatch, "zhujian") == ([], 0)

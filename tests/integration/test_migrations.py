@@ -19,6 +19,7 @@ since, e.g. ``work_items.due_at``, is simply absent, as in a real old database).
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from types import SimpleNamespace
 
 import pytest
 from alembic import command
@@ -37,6 +38,7 @@ from services.common.platform import load_service, prepare
 PREVIOUS_RELEASE = {"common": "c0001", "intake": "i0001"}
 
 CASE_NO = "210902-20261125-0001"
+CO_HANDLED_CASE = "210902-20261125-0002"
 SUBMITTED = {"case_no": CASE_NO, "district": "210902", "name": "张三", "phone": "13800001234",
              "description": "楼上卫生间漏水，天花板渗水", "category": "", "channel": "web",
              "location": "海州区解放路12号", "submitted_at": "2026-11-25T09:00:00+00:00",
@@ -82,7 +84,13 @@ def seed_intake(intake):
 
 
 def seed_dispatch(dispatch):
+    from services.dispatch import cases
     dispatch.apply_message(message("intake", "intake.case_submitted", **SUBMITTED))
+    # a case in a department's hands with a co-handler: the 协办 list's table is filled from it
+    dispatch.apply_message(make_envelope("intake.case_submitted", {**SUBMITTED, "case_no": CO_HANDLED_CASE},
+                                         "intake", AT))
+    admin = SimpleNamespace(role="admin", display_name="管理员", username="admin")
+    cases.assign(dispatch, admin, CO_HANDLED_CASE, "zhujian", co_departments=["chengguan"])
     return {}
 
 
@@ -139,6 +147,10 @@ def works_dispatch(dispatch, seeded, tmp_path):
         audited = uow.session.execute(text("SELECT count(*) FROM audit_log WHERE case_no = :c"),
                                       {"c": CASE_NO}).scalar()
         assert audited >= 1  # the act is audited in a table the previous release did not have
+    from services.dispatch import cases
+    # the co-handler table (d0002_co_handlers) was filled from the open work items
+    assert [i.case_no for i in cases.co_handled(dispatch, "chengguan")[0]] == [CO_HANDLED_CASE]
+    assert cases.co_handled(dispatch, "zhujian") == ([], 0)
 
 
 def works_mediation(mediation, seeded):

@@ -67,12 +67,14 @@ class WorkflowRuntime:
     # a user task; create_app installs services/common/audit.py's (one audit entry per act).
     audit = None
 
-    def __init__(self, service, specs, handlers, clock, summary_keys=(), helpers=None):
+    def __init__(self, service, specs, handlers, clock, summary_keys=(), helpers=None, work_items_changed=None):
         self.service = service
         self.specs = specs
         self.handlers = handlers
         self.clock = clock
         self.summary_keys = tuple(summary_keys)
+        # hook(uow, case_no, before, after), ServiceDefinition.work_items_changed
+        self.work_items_changed = work_items_changed
         self.engine = _ScriptEngine(RestrictedEnvironment(helpers), handlers)
 
     # -- entry points -------------------------------------------------------------------
@@ -195,7 +197,7 @@ class WorkflowRuntime:
             raise TaskNotFound(f"instance {instance_id} is not waiting for a retry")
         instance.status, instance.next_timer_at = "cancelled", None
         instance.updated_at = self.clock.now()
-        uow.session.execute(delete(WorkItem).where(WorkItem.instance_id == instance.id))
+        self._refresh_work_items(uow, instance, [], self.clock.now())
         uow.add(TimelineEntry(case_no=instance.case_no, at=self.clock.now(), title="流程已撤销（运维）",
                               detail=reason[:500], actor=actor, public=False))
         return instance
@@ -282,27 +284,35 @@ class WorkflowRuntime:
                                   envelope=envelope, created_at=now))
         if messages:
             notify_outbox(uow.session)  # the relay wakes when this commits
-        self._refresh_work_items(uow, instance, workflow, now)
-
-    def _refresh_work_items(self, uow, instance, workflow, now):
-        existing = {w.id: w for w in uow.session.scalars(
-            select(WorkItem).where(WorkItem.instance_id == instance.id))}
         ready = [t for t in workflow.get_tasks(state=TaskState.READY) if isinstance(t.task_spec, UserTask)]
+        self._refresh_work_items(uow, instance, ready, now)
+
+    def _refresh_work_items(self, uow, instance, ready, now):
+        """Make the instance's work items those of the ``ready`` user tasks. The only place
+        work items change: the service's ``work_items_changed`` hook follows here, in the same
+        transaction, whenever they did."""
+        before = uow.session.scalars(select(WorkItem).where(WorkItem.instance_id == instance.id)).all()
         ready_ids = {str(t.id) for t in ready}
-        stale = [i for i in existing if i not in ready_ids]
+        stale = [w.id for w in before if w.id not in ready_ids]
         if stale:
             uow.session.execute(delete(WorkItem).where(WorkItem.id.in_(stale)))
+        existing = {w.id for w in before}
+        new = []
         for task in ready:
             if str(task.id) in existing:
                 continue
             data = task.data
-            uow.add(WorkItem(
+            new.append(WorkItem(
                 id=str(task.id), instance_id=instance.id, case_no=instance.case_no,
                 task_name=task.task_spec.bpmn_id, title=task.task_spec.bpmn_name or task.task_spec.bpmn_id,
                 lane=task.task_spec.lane, district=data.get("district"), department=data.get("department"),
                 summary={k: data[k] for k in self.summary_keys if k in data}, created_at=now,
                 due_at=_deadline_of(task),
             ))
+        uow.session.add_all(new)
+        if self.work_items_changed is not None and (stale or new):
+            self.work_items_changed(uow, instance.case_no, before,
+                                    [w for w in before if w.id in ready_ids] + new)
 
     def _timeline_for(self, uow, instance, task, actor, detail=""):
         """Record a step if the diagram marks it (property ``timeline`` = public | staff).
