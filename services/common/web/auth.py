@@ -68,11 +68,18 @@ def _service():
     return current_app.extensions["fzt"]
 
 
+_STAFF_COLUMNS = (StaffUser.username, StaffUser.display_name, StaffUser.role, StaffUser.district,
+                  StaffUser.department, StaffUser.session_version, StaffUser.must_change_password)
+
+
 def find_staff(username: str):
-    with _service().uow() as uow:
-        row = uow.session.scalars(select(StaffUser).where(StaffUser.username == username,
-                                                          StaffUser.active.is_(True))).first()
-        return Staff(row) if row else None
+    # Every request of a logged-in user or token asks this: one autocommit SELECT of the
+    # columns Staff needs (no ORM session, no BEGIN/ROLLBACK round trips).
+    engine = _service().engine.execution_options(isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        row = conn.execute(select(*_STAFF_COLUMNS).where(StaffUser.username == username,
+                                                         StaffUser.active.is_(True))).first()
+    return Staff(row) if row else None
 
 
 @login_manager.user_loader
