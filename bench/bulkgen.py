@@ -189,7 +189,7 @@ def make_templates(services: dict, clock) -> dict:
         description, category = TOPICS[topic]
         return submit_request(intake, {"district": district, "name": "张三", "phone": "13800000000",
                                        "description": description, "category": category,
-                                       "channel": ["web", "hotline", "wechat", "phone"][topic % 4],
+                                       "channel": ["web", "hotline_12345", "grid", "phone"][topic % 4],
                                        "location": "建设街道幸福小区3号楼"}).case_no
 
     keys = {name: service.routing_keys() for name, service in services.items()}
@@ -219,7 +219,10 @@ def make_templates(services: dict, clock) -> dict:
             with dispatch.uow() as uow:
                 item = uow.session.scalars(select(WorkItem).where(WorkItem.case_no == case_no)).one()
                 suggestion = item.summary.get("suggested_department")
-            cases.assign(dispatch, ADMIN, case_no, suggestion or "zhujian")
+            lead = suggestion or "zhujian"
+            # Half of them with a co-handler, so the 协办案件 list has rows at scale.
+            helper = [] if int(case_no[-1]) % 2 else ["chengguan" if lead == "zhujian" else "zhujian"]
+            cases.assign(dispatch, ADMIN, case_no, lead, co_departments=helper)
         if status == "resolve":
             cases.accept(dispatch, ADMIN, case_no)
     forward(dispatch, [intake, supervision], case_nos, seen)
@@ -446,7 +449,8 @@ def _max_id(conn, table) -> int:
 
 
 def _after_load(conn, generator):
-    """Move the instance id sequence past the explicit ids; intake: case-number sequences."""
+    """Move the instance id sequence past the explicit ids; intake: case-number sequences and
+    the daily-volume counts."""
     with conn.cursor() as cur:
         cur.execute("SELECT setval(pg_get_serial_sequence('workflow_instances', 'id'), "
                     "(SELECT max(id) FROM workflow_instances))")
@@ -455,6 +459,12 @@ def _after_load(conn, generator):
                 cur.execute("INSERT INTO case_sequences (district, day, last) VALUES (%s, %s, %s) "
                             "ON CONFLICT (district, day) DO UPDATE SET last = greatest(case_sequences.last, "
                             "excluded.last)", (district, day, last))
+            # The daily-volume rollup (services/intake/volume_counts.py) counted only the
+            # template cases; count again over everything copied.
+            cur.execute("DELETE FROM request_counts")
+            cur.execute("INSERT INTO request_counts (day, district, channel, n) "
+                        "SELECT ((created_at AT TIME ZONE 'UTC') + INTERVAL '8 hours')::date, district, channel, "
+                        "count(*) FROM citizen_requests GROUP BY 1, 2, 3")
     conn.commit()
 
 
