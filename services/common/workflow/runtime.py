@@ -87,7 +87,7 @@ class WorkflowRuntime:
         for task in workflow.get_tasks(state=TaskState.READY):
             task.data.update(data)
         instance = self._new_instance(uow, case_no, process)
-        self._advance(uow, instance, process, workflow)
+        self._advance(uow, instance, process, workflow, new=True)
         return instance
 
     def deliver(self, uow, message_type: str, body: dict, case_no: str) -> int:
@@ -117,7 +117,7 @@ class WorkflowRuntime:
                 with use_clock(self.clock):
                     workflow.do_engine_steps()
                 workflow.catch(self._event(message_type, body))
-                self._advance(uow, instance, process, workflow, caught_summary=body.get("summary", ""))
+                self._advance(uow, instance, process, workflow, caught_summary=body.get("summary", ""), new=True)
                 taken = 1
             elif message_type in process.message_catches:
                 # The diagram expects this message but no instance of the case waits for it
@@ -239,8 +239,7 @@ class WorkflowRuntime:
         instance = WorkflowInstance(case_no=case_no, process_id=process.process_id,
                                     spec_hash=process.hash, status="running", state={},
                                     created_at=now, updated_at=now)
-        uow.add(instance)
-        uow.session.flush()
+        uow.add(instance)  # inserted with its first state by _save's flush: one INSERT, no UPDATE
         return instance
 
     def _load(self, instance, process) -> BpmnWorkflow:
@@ -250,16 +249,18 @@ class WorkflowRuntime:
     def _event(message_type, body):
         return BpmnEvent(MessageEventDefinition(message_type), payload=dict(body))
 
-    def _advance(self, uow, instance, process, workflow, actor="", caught_summary=""):
+    def _advance(self, uow, instance, process, workflow, actor="", caught_summary="", new=False):
         def did_complete(task):
             self._timeline_for(uow, instance, task, actor, caught_summary)
 
         with use_clock(self.clock), _bind(StepContext(uow, instance, self.clock, self.service)):
             workflow.refresh_timers()
             workflow.do_engine_steps(did_complete_task=did_complete)
-        self._save(uow, instance, workflow)
+        self._save(uow, instance, workflow, new)
 
-    def _save(self, uow, instance, workflow):
+    def _save(self, uow, instance, workflow, new=False):
+        """Store the workflow's state; ``new``: the instance was made in this transaction
+        (so it has no work items yet)."""
         now = self.clock.now()
         thrown = workflow.get_events()  # before dump_state, or they would be stored and thrown again
         instance.state = dump_state(workflow)
@@ -285,13 +286,14 @@ class WorkflowRuntime:
         if messages:
             notify_outbox(uow.session)  # the relay wakes when this commits
         ready = [t for t in workflow.get_tasks(state=TaskState.READY) if isinstance(t.task_spec, UserTask)]
-        self._refresh_work_items(uow, instance, ready, now)
+        self._refresh_work_items(uow, instance, ready, now, new)
 
-    def _refresh_work_items(self, uow, instance, ready, now):
+    def _refresh_work_items(self, uow, instance, ready, now, new=False):
         """Make the instance's work items those of the ``ready`` user tasks. The only place
         work items change: the service's ``work_items_changed`` hook follows here, in the same
         transaction, whenever they did."""
-        before = uow.session.scalars(select(WorkItem).where(WorkItem.instance_id == instance.id)).all()
+        before = [] if new else uow.session.scalars(
+            select(WorkItem).where(WorkItem.instance_id == instance.id)).all()
         ready_ids = {str(t.id) for t in ready}
         stale = [w.id for w in before if w.id not in ready_ids]
         if stale:
