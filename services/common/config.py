@@ -96,8 +96,9 @@ class Settings:
     delivery_limit: int = 5
     # Unacknowledged messages a worker's consumer may hold. Each one a killed worker held
     # counts as a delivery toward delivery_limit, so a crash loop can dead-letter up to this
-    # many healthy messages; they are applied one at a time anyway (docs/dead-letters.md).
-    prefetch: int = 1
+    # many healthy messages; more than one lets the next message arrive while one is applied
+    # (a quorum queue's ack goes through its log first). docs/dead-letters.md.
+    prefetch: int = 4
     # Reverse proxies in front of the web apps whose X-Forwarded-* headers are trusted.
     proxy_hops: int = 0
     # "json" (one object per line) or "text"; "" means json in production, text otherwise.
@@ -159,7 +160,7 @@ def from_env(environ=os.environ, **overrides) -> Settings:
         database_url=environ.get("FZT_DATABASE_URL", ""),
         database_urls=urls,
         delivery_limit=int(environ.get("FZT_DELIVERY_LIMIT", "5")),
-        prefetch=int(environ.get("FZT_PREFETCH", "1")),
+        prefetch=int(environ.get("FZT_PREFETCH", "4")),
         proxy_hops=int(environ.get("FZT_PROXY_HOPS", "0")),
         log_format=environ.get("FZT_LOG_FORMAT", "").strip().lower(),
         hotline_url=environ.get("FZT_HOTLINE_URL", ""),

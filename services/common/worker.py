@@ -3,8 +3,9 @@ service's periodic jobs), one thread each.
 
 ``fzt worker <service>`` runs one; ``fzt run-all`` runs all four in the web process.
 Stopping (Ctrl-C / SIGTERM) lets in-flight messages finish before threads exit: the consumer
-checks ``should_stop`` only between messages, and an unacked prefetched message goes back to
-the queue when the connection closes. Counters go to the service's ``Metrics``
+checks ``should_stop`` only between messages, a prefetched message handed over after the stop
+is requeued unapplied, and any other unacked one goes back to the queue when the connection
+closes. Counters go to the service's ``Metrics``
 (services/common/observability.py); ``serve_http`` exposes them with /healthz and /readyz.
 """
 from __future__ import annotations

@@ -15,7 +15,7 @@ it, an out-of-memory kill or a failing liveness probe — then lets it run, repl
 dead-lettered (as the operator would) and checks that every case reached dispatch exactly
 once and that no more messages were dead-lettered than the bound above.
 
-* ``defaults`` (the normal suite, about 40 s on an idle machine): FZT_PREFETCH 1, FZT_DELIVERY_LIMIT 5.
+* ``defaults`` (the normal suite, about 40 s on an idle machine): FZT_PREFETCH 4, FZT_DELIVERY_LIMIT 5.
 * ``prefetch-20`` (opt-in, ``FZT_FAULT_CRASH_LOOP=1``): the former prefetch of 20, to show
   what it cost (docs/reliability.md).
 """

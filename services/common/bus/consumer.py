@@ -39,6 +39,11 @@ class ServiceConsumer(ConsumerMixin):
                          prefetch_count=self.prefetch)]
 
     def on_message(self, body, message):
+        if self.should_stop:
+            # Stopping: a message prefetched with the one just applied arrives in the same
+            # read; give it back at once for the next consumer rather than apply it.
+            message.requeue()
+            return
         self.metrics.consumed()
         try:
             envelope = parse_envelope(body)
