@@ -91,7 +91,7 @@ def seed_dispatch(dispatch):
                                          "intake", AT))
     admin = SimpleNamespace(role="admin", display_name="管理员", username="admin")
     cases.assign(dispatch, admin, CO_HANDLED_CASE, "zhujian", co_departments=["chengguan"])
-    return {}
+    return {"co_handled": CO_HANDLED_CASE}
 
 
 def seed_mediation(mediation):
@@ -147,10 +147,11 @@ def works_dispatch(dispatch, seeded, tmp_path):
         audited = uow.session.execute(text("SELECT count(*) FROM audit_log WHERE case_no = :c"),
                                       {"c": CASE_NO}).scalar()
         assert audited >= 1  # the act is audited in a table the previous release did not have
-    from services.dispatch import cases
-    # the co-handler table (d0002_co_handlers) was filled from the open work items
-    assert [i.case_no for i in cases.co_handled(dispatch, "chengguan")[0]] == [CO_HANDLED_CASE]
-    assert cases.co_handled(dispatch, "zhujian") == ([], 0)
+    if "co_handled" in seeded:  # seeded at the previous release's schema (not in a backup test)
+        from services.dispatch import cases
+        # the co-handler table (d0002_co_handlers) was filled from the open work items
+        assert [i.case_no for i in cases.co_handled(dispatch, "chengguan")[0]] == [seeded["co_handled"]]
+        assert cases.co_handled(dispatch, "zhujian") == ([], 0)
 
 
 def works_mediation(mediation, seeded):
