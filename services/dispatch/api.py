@@ -73,6 +73,17 @@ class _Note_Text(_Body):
     text = _text("请填写办理记录", 1000)
 
 
+_SINCE = fields.AwareDateTime()
+
+
+def _aware_datetime(value):
+    """An ISO 8601 time with its offset, or None (a time without one is ambiguous)."""
+    try:
+        return _SINCE.deserialize(value)
+    except ValidationError:
+        return None
+
+
 # act -> (schema, command(service, user, case_no, **body))
 ACTS = {
     "assign": (_Department, cases.assign),
@@ -112,9 +123,16 @@ def list_cases():
         if district and district != scope:
             return jsonify(error="forbidden", message="该县区不在您的权限范围内"), 403
         district = scope
+    since = None
+    if request.args.get("since"):
+        since = _aware_datetime(request.args["since"])
+        if since is None:
+            return jsonify(error="invalid_since",
+                           message="since 须为带时区的 ISO 8601 时间，如 2026-11-26T08:00:00+08:00"), 400
     department = current_user.department if status in (cases.ACCEPT, cases.RESOLVE) \
         and current_user.role == "handler" else None
-    items, total = cases.queue(current_app.extensions["fzt"], status, district=district, department=department)
+    items, total = cases.queue(current_app.extensions["fzt"], status, district=district, department=department,
+                               since=since)
     # ``total`` counts up to cases.COUNT_CAP + 1; ``total_capped``: there are more than COUNT_CAP.
     return jsonify(total=total, total_capped=total > cases.COUNT_CAP, cases=[cases.item_json(i) for i in items])
 

@@ -90,8 +90,9 @@ def _capped_count(task_name, district=None, department=None):
     return select(func.count()).select_from(found).scalar_subquery()
 
 
-def queue(service, task_names, district=None, department=None, limit=200):
+def queue(service, task_names, district=None, department=None, limit=200, since=None):
     """Work items of the given task(s), oldest first, with the total (capped: COUNT_CAP).
+    ``since``: only items made after that time (the total still counts them all).
 
     One query per task, each read in the order of an index (task_name, district | department,
     created_at) and limited; merged here. A single IN over several tasks would sort all of
@@ -100,8 +101,10 @@ def queue(service, task_names, district=None, department=None, limit=200):
     with service.uow() as uow:
         items = []
         for task_name in task_names:
-            items += uow.session.scalars(_scoped(select(WorkItem), task_name, district, department)
-                                         .order_by(WorkItem.created_at).limit(limit)).all()
+            query = _scoped(select(WorkItem), task_name, district, department)
+            if since is not None:
+                query = query.where(WorkItem.created_at > since)
+            items += uow.session.scalars(query.order_by(WorkItem.created_at).limit(limit)).all()
         items.sort(key=lambda item: item.created_at)
         total = sum(uow.session.execute(select(*[_capped_count(t, district, department)
                                                  for t in task_names])).one())

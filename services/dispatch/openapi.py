@@ -102,9 +102,13 @@ def describe(spec) -> None:
             {"name": "district", "in": "query", "required": False,
              "schema": {"type": "string", "enum": ["", *DISTRICTS, *DISTRICTS.values()]},
              "description": "县区代码或名称，空 = 不限（县区分拨员只能看本县区）"},
+            {"name": "since", "in": "query", "required": False,
+             "schema": {"type": "string", "format": "date-time"},
+             "description": "只列出此时间之后生成的待办（带时区的 ISO 8601，如 2026-11-26T08:00:00+08:00，"
+                            "“+”须编码为 %2B）；total 仍为全部待办数。轮询时取上次所见最晚时间再提前几秒，按编号去重"},
         ],
         "responses": openapi.responses("200", WorkList, "最早的待办在前", **{
-            "400": "status 或 district 无效", "401": "未登录或令牌无效", "403": "无权查看该工作列表或该县区"}),
+            "400": "status、district 或 since 无效", "401": "未登录或令牌无效", "403": "无权查看该工作列表或该县区"}),
     }})
     spec.path(path="/api/v1/cases/{case_no}", operations={"get": {
         "summary": "案件详情", "operationId": "getCase", "tags": ["cases"], "security": [openapi.BEARER],

@@ -1,10 +1,14 @@
-"""Work lists at scale (docs/benchmarks.md, "Scale"): per-task queries merged oldest first, and
-totals and badges counted up to a cap, shown as "<cap>+" beyond it."""
+"""Work lists at scale (docs/benchmarks.md, "Scale"): per-task queries merged oldest first,
+totals and badges counted up to a cap, shown as "<cap>+" beyond it, and the API's ``since``."""
 from datetime import timedelta
+from urllib.parse import quote
 
 import pytest
 
 from services.common.clock import FrozenClock
+from services.common.demo import load_demo_accounts
+from services.common.web.app import create_app
+from services.common.web.auth import make_token
 from services.dispatch import cases
 
 
@@ -44,3 +48,23 @@ def test_counts_stop_after_the_cap_and_read_as_a_lower_bound(dispatch, monkeypat
     assert cases.counts(dispatch)["assign"] == 3
     assert cases.count_label(total) == "2+"
     assert cases.count_label(2) == "2"
+
+
+def test_api_lists_only_what_came_after_since_and_refuses_an_ambiguous_time(dispatch):
+    load_demo_accounts(dispatch)
+    client = create_app(dispatch).test_client()
+    headers = {"Authorization": f"Bearer {make_token(dispatch.settings.secret_key, 'admin')}"}
+
+    def listed(since):
+        response = client.get(f"/api/v1/cases?status=assign&district=210902&since={quote(since)}", headers=headers)
+        return response.status_code, response.get_json()
+
+    code, everything = listed("2000-01-01T00:00:00+08:00")
+    assert code == 200 and [c["case_no"][-4:] for c in everything["cases"]] == ["0001", "0003", "0004"]
+    second = everything["cases"][1]["created_at"]  # the poller's "last seen": strictly after it
+    code, newer = listed(second)
+    assert code == 200 and [c["case_no"][-4:] for c in newer["cases"]] == ["0004"]
+    assert newer["total"] == 3  # the total still counts the whole queue
+    for bad in ("2026-11-02T09:00:00", "yesterday", "2026-11-02T09:00:00 08:00"):  # naive; not a time; "+" unencoded
+        code, body = listed(bad)
+        assert code == 400 and body["error"] == "invalid_since", bad
