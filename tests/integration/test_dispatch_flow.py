@@ -1,7 +1,6 @@
 """Every branch of bpmn/dispatch.bpmn, driven through services/dispatch/cases.py on real
 PostgreSQL with the injectable clock (no sleeping for deadlines)."""
 import threading
-from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
@@ -11,14 +10,7 @@ from services.common.clock import FrozenClock
 from services.common.models import OutboxMessage, WorkItem
 from services.common.workflow.runtime import Conflict
 from services.dispatch import cases
-
-
-@dataclass
-class User:
-    role: str
-    district: str | None = None
-    department: str | None = None
-    display_name: str = "测试"
+from tests.support.users import User
 
 
 DISPATCHER = User("dispatcher", district="210902", display_name="海州区分拨员")

@@ -1,7 +1,6 @@
 """bpmn/mediation.bpmn driven through services/mediation/cases.py on real PostgreSQL with the
 injectable clock: a dispute arrives from dispatch as a bus message, a mediator records the
 outcome, and the diagram tells dispatch and intake (``mediation.case_mediated``)."""
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -11,14 +10,7 @@ from services.common.bus.messages import make_envelope
 from services.common.clock import FrozenClock
 from services.common.models import InboxMessage, OutboxMessage, TimelineEntry, WorkItem
 from services.mediation import cases
-
-
-@dataclass
-class User:
-    role: str
-    district: str | None = None
-    department: str | None = None
-    display_name: str = "测试"
+from tests.support.users import User
 
 
 MEDIATOR = User("mediator", district="210902", display_name="海州区调解员")

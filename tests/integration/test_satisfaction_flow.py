@@ -2,7 +2,6 @@
 supervision each with its own database and worker (consumer, outbox relay, timer sweep and
 intake's notification sender), one frozen clock moved by the test."""
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
@@ -16,15 +15,7 @@ from services.intake import callback
 from services.intake.models import CitizenRequest, Notification
 from services.intake.requests import submit_request
 from tests.support.http import wait_for
-
-
-@dataclass
-class User:
-    role: str
-    district: str | None = None
-    department: str | None = None
-    display_name: str = "测试"
-    username: str = "test"
+from tests.support.users import User
 
 
 DISPATCHER = User("dispatcher", district="210902", display_name="海州区分拨员")

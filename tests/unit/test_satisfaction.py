@@ -3,7 +3,6 @@ dispatch's wait for it, across intake, dispatch and supervision on SQLite with o
 clock. The bus is played by ``pump``: each committed outbox message is applied to every
 service whose diagrams bind its routing key, as RabbitMQ would (tests/integration does the
 same over the real broker)."""
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -17,19 +16,10 @@ from services.dispatch import cases
 from services.intake import callback, notify
 from services.intake.models import CitizenRequest, Notification, SatisfactionRating
 from services.intake.requests import submit_request
+from tests.support.users import User
 
 # Monday 2 November 2026, 09:00 China time.
 MONDAY = datetime(2026, 11, 2, 1, 0, tzinfo=timezone.utc)
-
-
-@dataclass
-class User:
-    role: str
-    district: str | None = None
-    department: str | None = None
-    display_name: str = "测试"
-    username: str = "test"
-
 
 DISPATCHER = User("dispatcher", district="210902", display_name="海州区分拨员")
 ZHUJIAN = User("handler", department="zhujian", display_name="住建局办理人")
