@@ -6,7 +6,7 @@ import io
 import re
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from services.common.blobs import store_for
 from services.common.bus.messages import make_envelope
@@ -14,6 +14,7 @@ from services.common.demo import DEMO_PASSWORD, load_demo_accounts
 from services.common.models import AuditEntry, TimelineEntry, WorkItem
 from services.common.web.app import create_app
 from services.dispatch.models import CaseFile
+from tests.support.db import blob_files, count
 from tests.unit.test_uploads import image_bytes, pdf_bytes
 
 HTML = b"<!doctype html><script>alert(document.cookie)</script>"
@@ -28,16 +29,6 @@ def login(client, username):
     response = client.post("/login", data={"username": username, "password": DEMO_PASSWORD, "csrf_token": token})
     assert response.status_code == 302, response.get_data(as_text=True)[:300]
     return client
-
-
-def count(service, model):
-    with service.uow() as uow:
-        return uow.session.scalar(select(func.count()).select_from(model))
-
-
-def blob_files(service):
-    root = store_for(service.settings).root
-    return sorted(p.name for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
 # -- dispatch -----------------------------------------------------------------------------

@@ -7,12 +7,13 @@ import re
 
 import pytest
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from services.common.blobs import store_for
 from services.common.models import OutboxMessage
 from services.common.web.app import create_app
 from services.intake.models import CitizenRequest, RequestPhoto
+from tests.support.db import blob_files, count
 from tests.unit.test_uploads import exif_with_gps, image_bytes
 
 CITIZEN = {"district": "海州区", "name": "张三", "phone": "13800001234", "description": "楼上漏水，天花板一直滴水"}
@@ -21,16 +22,6 @@ HTML = b"<!doctype html><script>alert(document.cookie)</script>"
 
 def csrf(html: str) -> str:
     return re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', html).group(1)
-
-
-def count(service, model):
-    with service.uow() as uow:
-        return uow.session.scalar(select(func.count()).select_from(model))
-
-
-def blob_files(service):
-    root = store_for(service.settings).root
-    return sorted(p.name for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
 def form_with_photos(page, *photos, **fields):
