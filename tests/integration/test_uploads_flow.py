@@ -2,7 +2,6 @@
 RabbitMQ and PostgreSQL: only the reference travels on the bus, the bytes stay in the shared
 blob store, and dispatch serves them under its own case scope (docs/uploads.md)."""
 import io
-import re
 
 from PIL import Image
 from sqlalchemy import select
@@ -12,13 +11,9 @@ from services.common.models import WorkItem
 from services.common.web.app import create_app
 from services.common.worker import Worker
 from services.dispatch.models import CaseFile
-from tests.support.http import wait_for
+from tests.support.http import csrf_token, wait_for
 
 CITIZEN = {"district": "210902", "name": "张三", "phone": "13800001234", "description": "小区路灯坏了一个月"}
-
-
-def csrf(html):
-    return re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', html).group(1)
 
 
 def photo_with_gps() -> bytes:
@@ -50,7 +45,7 @@ def test_a_photo_travels_from_the_citizen_to_the_case_page(pg_service):
 
     staff = create_app(dispatch).test_client()
     login = staff.get("/login").get_data(as_text=True)
-    staff.post("/login", data={"username": "fenbo_haizhou", "password": DEMO_PASSWORD, "csrf_token": csrf(login)})
+    staff.post("/login", data={"username": "fenbo_haizhou", "password": DEMO_PASSWORD, "csrf_token": csrf_token(login)})
     page = staff.get(f"/cases/{case_no}").get_data(as_text=True)
     url = f"/cases/{case_no}/files/{row.sha256}"
     assert "现场照片" in page and f"{url}?thumbnail=1" in page
@@ -61,7 +56,7 @@ def test_a_photo_travels_from_the_citizen_to_the_case_page(pg_service):
 
     other = create_app(dispatch).test_client()
     login = other.get("/login").get_data(as_text=True)
-    other.post("/login", data={"username": "fenbo_xihe", "password": DEMO_PASSWORD, "csrf_token": csrf(login)})
+    other.post("/login", data={"username": "fenbo_xihe", "password": DEMO_PASSWORD, "csrf_token": csrf_token(login)})
     assert other.get(url).status_code == 403  # another district's dispatcher
 
 

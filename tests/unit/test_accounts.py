@@ -16,6 +16,7 @@ from services.common.web import tokens
 from services.common.web.app import create_app
 from services.common.web.auth import hash_password, make_token
 from services.common.web.roles import ROLES, scope_problem
+from tests.support.http import csrf_token
 
 PASSWORD = "correct-horse-1"
 TEMPORARY = "Temporary-pass-42"
@@ -39,13 +40,9 @@ def app(dispatch):
     return create_app(dispatch)
 
 
-def csrf_from(html: str) -> str:
-    return re.search(r'name="csrf_token"[^>]*? value="([^"]+)"', html).group(1)
-
-
 def login(app, username, password=PASSWORD):
     client = app.test_client()
-    token = csrf_from(client.get("/login").get_data(as_text=True))
+    token = csrf_token(client.get("/login").get_data(as_text=True))
     response = client.post("/login", data={"csrf_token": token, "username": username, "password": password})
     return client, response
 
@@ -57,7 +54,7 @@ def logged_in(app, username="root", password=PASSWORD):
 
 
 def post(client, url, **data):
-    token = csrf_from(client.get("/login").get_data(as_text=True))
+    token = csrf_token(client.get("/login").get_data(as_text=True))
     return client.post(url, data={"csrf_token": token, **data})
 
 

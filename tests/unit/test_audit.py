@@ -15,6 +15,7 @@ from services.common.models import AuditEntry, WorkItem
 from services.common.web.app import create_app
 from services.common.web.privacy import mask_name, mask_phone
 from services.dispatch import cases
+from tests.support.http import csrf_token
 
 REPO = Path(__file__).resolve().parents[2]
 CASE1, CASE2, CASE3 = (f"210902-20261102-{n:04d}" for n in (1, 2, 3))
@@ -37,19 +38,15 @@ def dispatch(build_service):
     return service
 
 
-def csrf(html):
-    return re.search(r'name="csrf_token"[^>]*? value="([^"]+)"', html).group(1)
-
-
 def client_for(service, username=None, address="127.0.0.1"):
     """A test client from ``address``, logged in as ``username`` (None: anonymous)."""
     client = create_app(service).test_client()
     client.environ_base["REMOTE_ADDR"] = address
     if username:
-        token = csrf(client.get("/login").get_data(as_text=True))
+        token = csrf_token(client.get("/login").get_data(as_text=True))
         response = client.post("/login", data={"csrf_token": token, "username": username, "password": DEMO_PASSWORD})
         assert response.status_code == 302 and "/login" not in response.headers["Location"]
-    client.token = csrf(client.get("/login").get_data(as_text=True))
+    client.token = csrf_token(client.get("/login").get_data(as_text=True))
     return client
 
 
@@ -147,7 +144,7 @@ def test_a_refused_act_writes_nothing(dispatch):
 def test_login_success_failure_and_lockout_are_audited(dispatch):
     client = create_app(dispatch).test_client()
     client.environ_base["REMOTE_ADDR"] = "10.9.9.9"
-    token = csrf(client.get("/login").get_data(as_text=True))
+    token = csrf_token(client.get("/login").get_data(as_text=True))
 
     def attempt(username, password):
         client.post("/login", data={"csrf_token": token, "username": username, "password": password})

@@ -2,13 +2,15 @@
 import re
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from services.common.models import OutboxMessage
 from services.common.models import AuditEntry, StaffUser
 from services.common.web.app import create_app
 from services.common.web.auth import hash_password, make_token
 from services.intake.models import CitizenRequest
+from tests.support.db import count
+from tests.support.http import csrf_token
 
 VALID = {"district": "海州区", "name": "张三", "phone": "13800001234", "description": "楼上漏水，天花板一直滴水"}
 
@@ -21,15 +23,6 @@ def intake(build_service):
 @pytest.fixture
 def client(intake):
     return create_app(intake).test_client()
-
-
-def count(service, model):
-    with service.uow() as uow:
-        return uow.session.scalar(select(func.count()).select_from(model))
-
-
-def csrf_from(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
 
 def test_api_creates_case_with_readable_number_and_publishes_it(client, intake):
@@ -114,7 +107,7 @@ def test_form_shows_districts_and_errors_in_chinese_then_submits(client, intake)
     page = client.get("/").get_data(as_text=True)
     for name in ("阜新蒙古族自治县", "彰武县", "海州区", "细河区", "太平区", "新邱区", "清河门区"):
         assert name in page
-    token = csrf_from(page)
+    token = csrf_token(page)
     bad = client.post("/", data={"csrf_token": token, "name": "", "phone": "1", "description": ""})
     assert bad.status_code == 400
     text = bad.get_data(as_text=True)

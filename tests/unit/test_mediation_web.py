@@ -1,5 +1,4 @@
 """Mediation's desk and 调解 form through Flask's test client (SQLite, no bus needed)."""
-import re
 from datetime import datetime, timezone
 
 import pytest
@@ -10,6 +9,7 @@ from services.common.clock import FrozenClock
 from services.common.models import AuditEntry, OutboxMessage, StaffUser
 from services.common.web.app import create_app
 from services.common.web.auth import hash_password
+from tests.support.http import csrf_token
 
 CASE = "210902-20261102-0001"
 OTHER_CASE = "210911-20261102-0001"
@@ -48,13 +48,9 @@ def app(mediation):
     return create_app(mediation)
 
 
-def csrf_from(html: str) -> str:
-    return re.search(r'name="csrf_token"[^>]*? value="([^"]+)"', html).group(1)
-
-
 def login(app, username):
     client = app.test_client()
-    token = csrf_from(client.get("/login").get_data(as_text=True))
+    token = csrf_token(client.get("/login").get_data(as_text=True))
     response = client.post("/login", data={"csrf_token": token, "username": username, "password": PASSWORD})
     assert response.status_code == 302
     return client
@@ -84,7 +80,7 @@ def test_mediating_through_the_form(app, mediation):
     html = page.get_data(as_text=True)
     assert page.status_code == 200 and "调解" in html and "邻里因装修噪音多次争吵" in html
     assert "138****1234" in html and "13800001234" not in html  # masked until revealed
-    token = csrf_from(html)
+    token = csrf_token(html)
     # missing outcome and result: the form comes back with Chinese errors, nothing is sent
     bad = client.post(f"/cases/{CASE}/mediate", data={"csrf_token": token, "result": " "})
     assert bad.status_code == 400
@@ -112,7 +108,7 @@ def test_mediating_through_the_form(app, mediation):
 def test_scope_roles_and_unknown_cases(app, mediation):
     other = login(app, "tiaojie_xihe")
     assert other.get(f"/cases/{CASE}").status_code == 403
-    token = csrf_from(other.get(f"/cases/{OTHER_CASE}").get_data(as_text=True))
+    token = csrf_token(other.get(f"/cases/{OTHER_CASE}").get_data(as_text=True))
     forbidden = other.post(f"/cases/{CASE}/mediate", data={"csrf_token": token, "outcome": "agreement", "result": "x"})
     assert forbidden.status_code == 403
     assert other.get("/cases/210902-20261102-0099").status_code == 404
@@ -138,7 +134,7 @@ def test_parties_are_masked_on_desk_and_case_until_an_audited_reveal(app, mediat
     page = client.get(f"/cases/{CASE}").get_data(as_text=True)
     assert "张*" in page and "138****1234" in page and "张三" not in page and "13800001234" not in page
     assert audit_entries(mediation, "pii.reveal") == []
-    shown = client.post(f"/cases/{CASE}/reveal", data={"csrf_token": csrf_from(page)})
+    shown = client.post(f"/cases/{CASE}/reveal", data={"csrf_token": csrf_token(page)})
     html = shown.get_data(as_text=True)
     assert shown.status_code == 200 and "张三" in html and 'href="tel:13800001234"' in html
     assert "本次查看已记入审计日志" in html
@@ -162,7 +158,7 @@ def test_a_phone_written_into_the_description_is_masked_too(build_service):
 
 def take(client, case_no, confidential=False):
     page = client.get(f"/cases/{case_no}").get_data(as_text=True)
-    data = {"csrf_token": csrf_from(page), "take": "1", **({"confidential": "1"} if confidential else {})}
+    data = {"csrf_token": csrf_token(page), "take": "1", **({"confidential": "1"} if confidential else {})}
     return client.post(f"/cases/{case_no}/take", data=data)
 
 
@@ -177,7 +173,7 @@ def test_confidential_case_only_for_its_mediator_and_the_centers_leaders(app, me
         assert other.get(f"/cases/{CASE}").status_code == 404
         desk = other.get("/desk").get_data(as_text=True)
         assert f'data-case="{CASE}"' not in desk and "另有 1 件保密案件" in desk
-    token = csrf_from(colleague.get("/desk").get_data(as_text=True))
+    token = csrf_token(colleague.get("/desk").get_data(as_text=True))
     refused = colleague.post(f"/cases/{CASE}/mediate", data={"csrf_token": token, "outcome": "agreement",
                                                              "result": "x"})
     assert refused.status_code == 403 and sent(mediation) == []
@@ -188,25 +184,25 @@ def test_confidential_case_only_for_its_mediator_and_the_centers_leaders(app, me
     assert f'data-case="{CASE}"' in leader.get("/desk").get_data(as_text=True)
     assert login(app, "lingdao_xihe").get(f"/cases/{CASE}").status_code == 403
     # its mediator mediates it
-    done = mine.post(f"/cases/{CASE}/mediate", data={"csrf_token": csrf_from(page), "outcome": "agreement",
+    done = mine.post(f"/cases/{CASE}/mediate", data={"csrf_token": csrf_token(page), "outcome": "agreement",
                                                      "result": "双方和解"})
     assert done.status_code == 302 and len(sent(mediation)) == 1
 
 
 def test_confidentiality_is_changed_by_its_mediator_or_a_leader_only(app, mediation):
     mine, colleague = login(app, "tiaojie_haizhou"), login(app, "tiaojie_haizhou2")
-    token = csrf_from(mine.get("/desk").get_data(as_text=True))
+    token = csrf_token(mine.get("/desk").get_data(as_text=True))
     # not taken yet: nobody can make it confidential (it needs its mediator)
     assert mine.post(f"/cases/{CASE}/confidential", data={"csrf_token": token, "confidential": "1"}).status_code == 403
     assert take(mine, CASE).status_code == 302
     assert colleague.get(f"/cases/{CASE}").status_code == 200  # not confidential: the district sees it
     assert colleague.post(f"/cases/{CASE}/confidential",
-                          data={"csrf_token": csrf_from(colleague.get("/desk").get_data(as_text=True)),
+                          data={"csrf_token": csrf_token(colleague.get("/desk").get_data(as_text=True)),
                                 "confidential": "1"}).status_code == 403
     assert mine.post(f"/cases/{CASE}/confidential", data={"csrf_token": token, "confidential": "1"}).status_code == 302
     assert colleague.get(f"/cases/{CASE}").status_code == 404
     leader = login(app, "lingdao_haizhou")
-    leader_token = csrf_from(leader.get("/desk").get_data(as_text=True))
+    leader_token = csrf_token(leader.get("/desk").get_data(as_text=True))
     assert leader.post(f"/cases/{CASE}/confidential",
                        data={"csrf_token": leader_token, "confidential": "0"}).status_code == 302
     assert colleague.get(f"/cases/{CASE}").status_code == 200
@@ -214,5 +210,5 @@ def test_confidentiality_is_changed_by_its_mediator_or_a_leader_only(app, mediat
     # a colleague cannot take over a confidential case
     mine.post(f"/cases/{CASE}/confidential", data={"csrf_token": token, "confidential": "1"})
     assert take(login(app, "tiaojie_city"), OTHER_CASE).status_code == 302  # another case: fine
-    colleague_token = csrf_from(colleague.get("/desk").get_data(as_text=True))
+    colleague_token = csrf_token(colleague.get("/desk").get_data(as_text=True))
     assert colleague.post(f"/cases/{CASE}/take", data={"csrf_token": colleague_token, "take": "1"}).status_code == 404

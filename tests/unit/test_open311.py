@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from services.common.bus.messages import make_envelope
 from services.common.config import from_env
@@ -18,6 +18,7 @@ from services.common.models import OutboxMessage
 from services.common.reference import CATEGORIES, DISTRICTS
 from services.common.web.app import create_app
 from services.intake.models import CitizenRequest
+from tests.support.db import count
 
 DEV_KEY = "fzt-open311-dev"
 W3C = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(Z|[+-]\d{2}:\d{2})$")
@@ -80,11 +81,6 @@ def submit(client, fmt="json", **changes):
     if fmt == "json":
         return body[0]["service_request_id"]
     return records(body, "service_requests", "request")[0]["service_request_id"]
-
-
-def count(service, model):
-    with service.uow() as uow:
-        return uow.session.scalar(select(func.count()).select_from(model))
 
 
 def stored(service, case_no):

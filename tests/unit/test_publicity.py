@@ -16,6 +16,7 @@ from services.common.demo import DEMO_PASSWORD, load_demo_accounts
 from services.common.web.app import create_app
 from services.intake.models import CitizenRequest, Notice, TypicalCase
 from services.intake.privacy import MASK
+from tests.support.http import csrf_token
 
 NAME, PHONE, ID_NO, EMAIL = "张三丰", "13912345678", "210902199001011234", "zsf@example.org"
 DESCRIPTION = (f"我是{NAME}，家住海州区中华路小区，楼顶漏水三个月了，物业一直不修。请回电{PHONE}，"
@@ -37,19 +38,15 @@ def app(intake):
     return create_app(intake)
 
 
-def csrf(html: str) -> str:
-    return re.search(r'name="csrf_token"[^>]*? value="([^"]+)"', html).group(1)
-
-
 def login(client, username):
-    token = csrf(client.get("/login").get_data(as_text=True))
+    token = csrf_token(client.get("/login").get_data(as_text=True))
     response = client.post("/login", data={"csrf_token": token, "username": username, "password": DEMO_PASSWORD})
     assert response.status_code == 302 and "/login" not in response.headers["Location"]
 
 
 def submit_case(client, **changes):
     page = client.get("/").get_data(as_text=True)
-    data = {"csrf_token": csrf(page), "district": "210902", "name": NAME, "phone": PHONE,
+    data = {"csrf_token": csrf_token(page), "district": "210902", "name": NAME, "phone": PHONE,
             "category": "housing", "description": DESCRIPTION, **changes}
     assert client.post("/", data=data).status_code == 302
     with client.session_transaction() as session:
@@ -69,7 +66,7 @@ def textarea(html, name):
 
 def publish(client, case_no, title="楼顶漏水三个月，住建部门督促物业修复", category="housing", summary=None):
     form = client.get(f"/staff/typical/new?case_no={case_no}").get_data(as_text=True)
-    data = {"csrf_token": csrf(form), "case_no": case_no, "title": title, "category": category,
+    data = {"csrf_token": csrf_token(form), "case_no": case_no, "title": title, "category": category,
             "summary": textarea(form, "summary") if summary is None else summary, "reviewed": "y"}
     return client.post("/staff/typical/new", data=data)
 
@@ -184,7 +181,7 @@ def test_personal_data_typed_into_the_summary_is_refused(operator, handled_case,
 
 def test_form_needs_review_title_and_category(operator, handled_case):
     form = operator.get(f"/staff/typical/new?case_no={handled_case}").get_data(as_text=True)
-    response = operator.post("/staff/typical/new", data={"csrf_token": csrf(form), "case_no": handled_case,
+    response = operator.post("/staff/typical/new", data={"csrf_token": csrf_token(form), "case_no": handled_case,
                                                           "title": "短", "category": "", "summary": "x"})
     page = response.get_data(as_text=True)
     assert response.status_code == 400
@@ -210,7 +207,7 @@ def test_unpublish_removes_it_from_every_public_page(app, operator, handled_case
     with intake.uow() as uow:
         typical_id = uow.session.scalars(select(TypicalCase.id)).one()
     staff_page = operator.get("/staff/typical").get_data(as_text=True)
-    response = operator.post(f"/staff/typical/{typical_id}/unpublish", data={"csrf_token": csrf(staff_page)})
+    response = operator.post(f"/staff/typical/{typical_id}/unpublish", data={"csrf_token": csrf_token(staff_page)})
     assert response.status_code == 302
     assert "已撤下典型案例" in operator.get("/staff/typical").get_data(as_text=True)
     public = app.test_client()
@@ -262,13 +259,13 @@ def test_typical_pages_are_for_publishers_only(app):
 
 def test_notices_for_a_district_and_for_everyone(app, intake, operator):
     page = operator.get("/staff/notices").get_data(as_text=True)
-    bad = operator.post("/staff/notices", data={"csrf_token": csrf(page), "title": "", "body": "短", "district": "x"})
+    bad = operator.post("/staff/notices", data={"csrf_token": csrf_token(page), "title": "", "body": "短", "district": "x"})
     assert bad.status_code == 400
     bad_text = bad.get_data(as_text=True)
     assert "请填写标题" in bad_text and "正文需为10至2000个字" in bad_text and "Not a valid choice" not in bad_text
     for title, district in (("海州区部分小区停水通知", "210902"), ("全市供暖热线延长服务时间", ""),
                             ("细河区道路施工绕行提示", "210911")):
-        response = operator.post("/staff/notices", data={"csrf_token": csrf(page), "title": title, "district": district,
+        response = operator.post("/staff/notices", data={"csrf_token": csrf_token(page), "title": title, "district": district,
                                                          "body": f"{title}：请相关居民提前做好准备，谢谢理解。"})
         assert response.status_code == 302
     public = app.test_client()
@@ -282,10 +279,10 @@ def test_notices_for_a_district_and_for_everyone(app, intake, operator):
     assert "通知公告" in form and "细河区道路施工绕行提示" in form and 'href="/notices' in form
     with intake.uow() as uow:
         notice_id = uow.session.scalars(select(Notice.id).where(Notice.title == "细河区道路施工绕行提示")).one()
-    assert operator.post(f"/staff/notices/{notice_id}/withdraw", data={"csrf_token": csrf(page)}).status_code == 302
+    assert operator.post(f"/staff/notices/{notice_id}/withdraw", data={"csrf_token": csrf_token(page)}).status_code == 302
     assert "细河区道路施工绕行提示" not in public.get("/notices").get_data(as_text=True)
     assert "细河区道路施工绕行提示" not in public.get("/").get_data(as_text=True)
-    assert operator.post("/staff/notices/999/withdraw", data={"csrf_token": csrf(page)}).status_code == 404
+    assert operator.post("/staff/notices/999/withdraw", data={"csrf_token": csrf_token(page)}).status_code == 404
 
 
 def test_citizen_pages_link_to_the_public_pages(app):

@@ -25,7 +25,6 @@ A route without a rule fails ``test_every_route_has_a_rule``: add the new endpoi
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -39,6 +38,7 @@ from services.common.demo import DEMO_PASSWORD, load_demo_accounts
 from services.common.models import OutboxMessage
 from services.common.web.app import create_app
 from services.common.web.auth import make_token
+from tests.support.http import csrf_token
 
 # Every role of services/common/web/roles.py, and citizens (anonymous).
 ROLES = ("anonymous", "admin", "dispatcher", "handler", "chief", "intake_operator", "supervisor", "mediator",
@@ -246,20 +246,17 @@ def test_every_rule_names_known_roles():
 
 # -- requesting every route as every role ----------------------------------------------
 
-def csrf_from(html: str) -> str:
-    return re.search(r'name="csrf_token"[^>]*? value="([^"]+)"', html).group(1)
-
 
 def page_client(app, role):
     """A test client logged in as ``role`` through the login form (anonymous: not logged
     in), and a CSRF token valid for its session."""
     client = app.test_client()
     if role != "anonymous":
-        token = csrf_from(client.get("/login").get_data(as_text=True))
+        token = csrf_token(client.get("/login").get_data(as_text=True))
         response = client.post("/login", data={"csrf_token": token, "username": ACCOUNTS[role],
                                                "password": DEMO_PASSWORD})
         assert response.status_code == 302 and "/login" not in response.headers["Location"], role
-    return client, csrf_from(client.get("/login").get_data(as_text=True))
+    return client, csrf_token(client.get("/login").get_data(as_text=True))
 
 
 def classify(response) -> str:

@@ -1,6 +1,5 @@
 """The rating form on the citizen's status page and the callback operator's pages
 (Flask's test client, SQLite; dispatch's reply arrives as a bus message)."""
-import re
 from datetime import timedelta
 
 import pytest
@@ -11,6 +10,7 @@ from services.common.demo import DEMO_PASSWORD, load_demo_accounts
 from services.common.models import AuditEntry, OutboxMessage, WorkItem
 from services.common.web.app import create_app
 from services.intake.models import CitizenRequest, SatisfactionRating
+from tests.support.http import csrf_token
 
 CITIZEN = {"district": "海州区", "name": "张三", "phone": "13800001234", "description": "楼上漏水，天花板一直滴水"}
 
@@ -27,10 +27,6 @@ def client(intake):
     return create_app(intake).test_client()
 
 
-def csrf(html: str) -> str:
-    return re.search(r'name="csrf_token"[^>]*? value="([^"]+)"', html).group(1)
-
-
 def replied_case(client, intake, reply="已联系物业修复漏水点"):
     created = client.post("/api/v1/requests", json=CITIZEN).get_json()
     intake.apply_message(make_envelope("dispatch.case_handled", {
@@ -41,11 +37,11 @@ def replied_case(client, intake, reply="已联系物业修复漏水点"):
 
 def status_page(client, case_no, code):
     return client.post("/status", data={"case_no": case_no, "tracking_code": code,
-                                        "csrf_token": csrf(client.get("/status").get_data(as_text=True))})
+                                        "csrf_token": csrf_token(client.get("/status").get_data(as_text=True))})
 
 
 def login(client, username):
-    token = csrf(client.get("/login").get_data(as_text=True))
+    token = csrf_token(client.get("/login").get_data(as_text=True))
     response = client.post("/login", data={"csrf_token": token, "username": username, "password": DEMO_PASSWORD})
     assert response.status_code == 302
 
@@ -66,7 +62,7 @@ def test_the_status_page_asks_for_a_rating_only_after_the_reply(client, intake):
 
 def test_a_rating_needs_the_tracking_code_csrf_and_a_reason_when_unsatisfied(client, intake):
     case_no, code = replied_case(client, intake)
-    token = csrf(status_page(client, case_no, code).get_data(as_text=True))
+    token = csrf_token(status_page(client, case_no, code).get_data(as_text=True))
     form = {"case_no": case_no, "tracking_code": code, "rating": "unsatisfied", "comment": ""}
     assert client.post("/status/rate", data=form).status_code == 400  # no CSRF token
     wrong = client.post("/status/rate", data={**form, "csrf_token": token, "tracking_code": "WRONG234"})
@@ -111,7 +107,7 @@ def test_the_operator_lists_calls_reveals_the_phone_and_enters_the_rating(client
     with intake.uow() as uow:
         code = uow.session.get(CitizenRequest, case_no).tracking_code
     assert code not in page  # the tracking code in the sent text is hidden from staff
-    token = csrf(page)
+    token = csrf_token(page)
     revealed = client.post(f"/staff/cases/{case_no}/reveal", data={"csrf_token": token})
     assert "13800001234" in revealed.get_data(as_text=True)
     done = client.post(f"/staff/cases/{case_no}/rate",
@@ -132,13 +128,13 @@ def test_supervisors_read_the_case_but_neither_rate_nor_reveal(client, intake):
     login(client, "supervisor")
     page = client.get(f"/staff/cases/{case_no}")
     assert page.status_code == 200 and "录入回访结果" not in page.get_data(as_text=True)
-    token = csrf(client.get("/login").get_data(as_text=True))
+    token = csrf_token(client.get("/login").get_data(as_text=True))
     assert client.post(f"/staff/cases/{case_no}/reveal", data={"csrf_token": token}).status_code == 403
     assert client.get("/staff/callbacks").status_code == 403
 
 
 def test_the_form_takes_an_optional_e_mail_and_checks_it(client, intake):
-    token = csrf(client.get("/").get_data(as_text=True))
+    token = csrf_token(client.get("/").get_data(as_text=True))
     form = {"csrf_token": token, "district": "210902", "name": "张三", "phone": "13800001234",
             "description": "楼上漏水，天花板一直滴水"}
     bad = client.post("/", data={**form, "email": "not-an-address"})

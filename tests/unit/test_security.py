@@ -17,6 +17,7 @@ from services.common.platform import landing_app, load_service
 from services.common.web import auth, security
 from services.common.web.app import create_app, prefixed
 from services.common.web.auth import LOCKED_MESSAGE, WRONG_MESSAGE, hash_password, make_token
+from tests.support.http import csrf_token
 
 PASSWORD = "correct-horse-1"
 REPO = Path(__file__).resolve().parents[2]
@@ -41,12 +42,8 @@ def app(dispatch):
     return create_app(dispatch)
 
 
-def csrf_from(html: str) -> str:
-    return re.search(r'name="csrf_token"[^>]*? value="([^"]+)"', html).group(1)
-
-
 def attempt(client, username, password, next_url=None):
-    token = csrf_from(client.get("/login").get_data(as_text=True))
+    token = csrf_token(client.get("/login").get_data(as_text=True))
     return client.post("/login" + (f"?next={next_url}" if next_url else ""),
                        data={"csrf_token": token, "username": username, "password": password})
 
@@ -156,7 +153,7 @@ def test_fzt_user_unlock_clears_the_lock_in_all_four_services(build_service, tmp
 def test_logout_everywhere_ends_the_other_sessions(app):
     laptop, phone = logged_in(app), logged_in(app)
     stolen = laptop.get_cookie(app.config["SESSION_COOKIE_NAME"]).value
-    token = csrf_from(phone.get("/login").get_data(as_text=True))
+    token = csrf_token(phone.get("/login").get_data(as_text=True))
     response = phone.post("/logout-all", data={"csrf_token": token})
     assert response.status_code == 302 and response.headers["Location"].endswith("/login")
     assert not is_logged_in(laptop) and not is_logged_in(phone)
@@ -168,7 +165,7 @@ def test_logout_everywhere_ends_the_other_sessions(app):
 
 def test_plain_logout_ends_only_this_browser(app):
     laptop, phone = logged_in(app), logged_in(app)
-    token = csrf_from(phone.get("/login").get_data(as_text=True))
+    token = csrf_token(phone.get("/login").get_data(as_text=True))
     assert phone.post("/logout", data={"csrf_token": token}).status_code == 302
     assert not is_logged_in(phone) and is_logged_in(laptop)
 

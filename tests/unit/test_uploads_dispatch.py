@@ -3,7 +3,6 @@ every served file, attachments on notes and the reply, the co-handled list (docs
 from __future__ import annotations
 
 import io
-import re
 
 import pytest
 from sqlalchemy import select
@@ -16,16 +15,13 @@ from services.common.web.app import create_app
 from services.dispatch.models import CaseFile
 from tests.support.db import blob_files, count
 from tests.unit.test_uploads import image_bytes, pdf_bytes
+from tests.support.http import csrf_token
 
 HTML = b"<!doctype html><script>alert(document.cookie)</script>"
 
 
-def csrf(html: str) -> str:
-    return re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', html).group(1)
-
-
 def login(client, username):
-    token = csrf(client.get("/login").get_data(as_text=True))
+    token = csrf_token(client.get("/login").get_data(as_text=True))
     response = client.post("/login", data={"username": username, "password": DEMO_PASSWORD, "csrf_token": token})
     assert response.status_code == 302, response.get_data(as_text=True)[:300]
     return client
@@ -60,7 +56,7 @@ def assign(dispatch, case_no, department="zhujian", co=()):
     client = login(create_app(dispatch).test_client(), "fenbo_haizhou")
     page = client.get(f"/cases/{case_no}").get_data(as_text=True)
     response = client.post(f"/cases/{case_no}/assign", data={
-        "csrf_token": csrf(page), "case_no": case_no, "department": department, "co_departments": list(co)})
+        "csrf_token": csrf_token(page), "case_no": case_no, "department": department, "co_departments": list(co)})
     assert response.status_code == 302
 
 
@@ -117,7 +113,7 @@ def test_a_co_handler_sees_the_case_in_its_inbox_and_adds_its_contribution_with_
     page = helper.get(f"/cases/{CASE}").get_data(as_text=True)
     assert 'enctype="multipart/form-data"' in page and 'name="attachments"' in page
     response = helper.post(f"/cases/{CASE}/note", data={
-        "csrf_token": csrf(page), "case_no": CASE, "text": "已派执法队员现场查看",
+        "csrf_token": csrf_token(page), "case_no": CASE, "text": "已派执法队员现场查看",
         "attachments": upload(("现场.jpg", image_bytes()), ("/home/u/../检查记录.pdf", pdf_bytes()))},
         content_type="multipart/form-data", follow_redirects=True)
     html = response.get_data(as_text=True)
@@ -144,17 +140,17 @@ def test_the_reply_carries_attachments_and_a_bad_one_changes_nothing(dispatch):
     assign(dispatch, CASE, "zhujian")
     lead = login(create_app(dispatch).test_client(), "bm_zhujian")
     page = lead.get(f"/cases/{CASE}").get_data(as_text=True)
-    lead.post(f"/cases/{CASE}/accept", data={"csrf_token": csrf(page), "case_no": CASE})
+    lead.post(f"/cases/{CASE}/accept", data={"csrf_token": csrf_token(page), "case_no": CASE})
     page = lead.get(f"/cases/{CASE}").get_data(as_text=True)
     bad = lead.post(f"/cases/{CASE}/reply", data={
-        "csrf_token": csrf(page), "case_no": CASE, "reply": "已维修完毕",
+        "csrf_token": csrf_token(page), "case_no": CASE, "reply": "已维修完毕",
         "attachments": upload(("回复函.pdf", HTML))}, content_type="multipart/form-data")
     assert bad.status_code == 400 and "不是可接受的附件格式" in bad.get_data(as_text=True)
     with dispatch.uow() as uow:
         assert uow.session.scalars(select(WorkItem.task_name).where(WorkItem.case_no == CASE)).all() == ["resolve"]
     assert count(dispatch, CaseFile) == 0 and blob_files(dispatch) == []
     done = lead.post(f"/cases/{CASE}/reply", data={
-        "csrf_token": csrf(page), "case_no": CASE, "reply": "已维修完毕",
+        "csrf_token": csrf_token(page), "case_no": CASE, "reply": "已维修完毕",
         "attachments": upload(("回复函.pdf", pdf_bytes()))}, content_type="multipart/form-data", follow_redirects=True)
     assert "办理结果已提交" in done.get_data(as_text=True)
     with dispatch.uow() as uow:

@@ -15,17 +15,14 @@ from services.common.web.app import create_app
 from services.intake.models import CitizenRequest, RequestPhoto
 from tests.support.db import blob_files, count
 from tests.unit.test_uploads import exif_with_gps, image_bytes
+from tests.support.http import csrf_token
 
 CITIZEN = {"district": "海州区", "name": "张三", "phone": "13800001234", "description": "楼上漏水，天花板一直滴水"}
 HTML = b"<!doctype html><script>alert(document.cookie)</script>"
 
 
-def csrf(html: str) -> str:
-    return re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', html).group(1)
-
-
 def form_with_photos(page, *photos, **fields):
-    values = {"csrf_token": csrf(page), "submission_token": re.search(
+    values = {"csrf_token": csrf_token(page), "submission_token": re.search(
         r'name="submission_token" value="([^"]+)"', page).group(1), **CITIZEN, **fields}
     values["photos"] = [(io.BytesIO(data), name) for name, data in photos]
     return values
