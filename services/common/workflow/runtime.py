@@ -299,22 +299,22 @@ class WorkflowRuntime:
         if stale:
             uow.session.execute(delete(WorkItem).where(WorkItem.id.in_(stale)))
         existing = {w.id for w in before}
-        new = []
+        made = []
         for task in ready:
             if str(task.id) in existing:
                 continue
             data = task.data
-            new.append(WorkItem(
+            made.append(WorkItem(
                 id=str(task.id), instance_id=instance.id, case_no=instance.case_no,
                 task_name=task.task_spec.bpmn_id, title=task.task_spec.bpmn_name or task.task_spec.bpmn_id,
                 lane=task.task_spec.lane, district=data.get("district"), department=data.get("department"),
                 summary={k: data[k] for k in self.summary_keys if k in data}, created_at=now,
                 due_at=_deadline_of(task),
             ))
-        uow.session.add_all(new)
-        if self.work_items_changed is not None and (stale or new):
+        uow.session.add_all(made)
+        if self.work_items_changed is not None and (stale or made):
             self.work_items_changed(uow, instance.case_no, before,
-                                    [w for w in before if w.id in ready_ids] + new)
+                                    [w for w in before if w.id in ready_ids] + made)
 
     def _timeline_for(self, uow, instance, task, actor, detail=""):
         """Record a step if the diagram marks it (property ``timeline`` = public | staff).
