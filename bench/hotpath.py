@@ -15,9 +15,12 @@ and nothing else:
    call, once per case);
 4. **assign + accept**: ``POST …/assign`` (admin's token), ``POST …/accept`` (the department's).
 
-Per phase: ms of wall time per case, and where it went: self time per package (the innermost
-frame's package, so shares add up; psycopg's share is mostly waiting for PostgreSQL) and the
-inclusive share of a few functions of ours. Wall time, not CPU: run it on a quiet machine.
+Per phase: ms of wall time and of this process's CPU per case, and where it went: self time per
+package (the innermost frame's package, so shares add up; psycopg's share is mostly waiting for
+PostgreSQL) and the inclusive share of a few functions of ours. Times vary with the machine;
+the counts per case that it also prints do not: SQL statements sent and connections taken
+from the pools (with ``pool_pre_ping`` each checkout may add a ``SELECT 1``; the ``pings`` count
+says how many did).
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from sqlalchemy import event
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -90,9 +95,37 @@ def summarize(session) -> dict:
     return {"total": session.duration, "packages": packages, "functions": functions}
 
 
-def print_summary(title, cases, elapsed, summary):
+class Counts:
+    """SQL statements, pool checkouts and pre-ping round trips on the given engines."""
+
+    def __init__(self, engines):
+        self.statements = self.checkouts = self.pings = 0
+        for engine in engines:
+            event.listen(engine, "before_cursor_execute", self._statement)
+            event.listen(engine.pool, "checkout", self._checkout)
+            dialect = engine.dialect
+            do_ping = dialect.do_ping
+
+            def counted_ping(dbapi_connection, do_ping=do_ping):
+                self.pings += 1
+                return do_ping(dbapi_connection)
+            dialect.do_ping = counted_ping
+
+    def _statement(self, *_args):
+        self.statements += 1
+
+    def _checkout(self, *_args):
+        self.checkouts += 1
+
+    def snapshot(self):
+        return self.statements, self.checkouts, self.pings
+
+
+def print_summary(title, cases, elapsed, cpu, counts, summary):
     total = max(summary["total"], 1e-9)
-    print(f"\n{title}: {elapsed / cases * 1000:.2f} ms per case ({cases} cases)")
+    statements, checkouts, pings = (n / cases for n in counts)
+    print(f"\n{title}: {elapsed / cases * 1000:.2f} ms per case, CPU {cpu / cases * 1000:.2f} ms ({cases} cases)")
+    print(f"  per case: {statements:.1f} SQL statements, {checkouts:.1f} connection checkouts, {pings:.1f} pings")
     shares = sorted(summary["packages"].items(), key=lambda kv: -kv[1])
     print("  self time by package: " + ", ".join(f"{k} {v / total:.0%}" for k, v in shares if v / total >= 0.02))
     inner = sorted(summary["functions"].items(), key=lambda kv: -kv[1])
@@ -175,14 +208,19 @@ def main(argv=None):
             submit(10_000 + i)
         apply_all()
 
+        counts = Counts([intake.engine, dispatch.engine])
+
         def phase(title, work, items, cases=None):
             profiler = Profiler(interval=0.0005)
-            started = time.perf_counter()
+            before = counts.snapshot()
+            started, cpu_started = time.perf_counter(), time.process_time()
             profiler.start()
             results = [work(i) for i in items]
             profiler.stop()
-            elapsed = time.perf_counter() - started
-            print_summary(title, cases or len(items), elapsed, summarize(profiler.last_session))
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+            after = counts.snapshot()
+            print_summary(title, cases or len(items), elapsed, cpu, [a - b for a, b in zip(after, before)],
+                          summarize(profiler.last_session))
             if args.tree:
                 print(profiler.output_text(unicode=True, color=False, show_all=False))
             return results
