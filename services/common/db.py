@@ -5,9 +5,12 @@ One Base for all models; every table says which service owns it in ``info['servi
 """
 from __future__ import annotations
 
+import time
 from datetime import timezone
 
 from sqlalchemy import DateTime, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
@@ -43,6 +46,11 @@ class Base(DeclarativeBase):
     pass
 
 
+def insert_for(dialect_name: str):
+    """The ``insert`` with ``ON CONFLICT`` clauses for the dialect (both backends have them)."""
+    return postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+
+
 def tables_for(service: str):
     return [t for t in Base.metadata.sorted_tables if t.info.get("service") in ("common", service)]
 
@@ -60,7 +68,35 @@ def make_engine(url: str):
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=10, max_overflow=10)
+    ping_when_idle(engine)
+    return engine
+
+
+IDLE_BEFORE_PING = 2.0  # seconds
+
+
+def ping_when_idle(engine, idle: float = IDLE_BEFORE_PING, monotonic=time.monotonic) -> None:
+    """``pool_pre_ping``, but only for a connection that sat in the pool ``idle`` seconds or
+    more: that is when a restarted server or a firewall may have dropped it. A connection
+    returned moments ago is used without the extra round trip (a busy service takes one out
+    for every transaction). Should its server have gone away in those moments, the statement
+    fails, SQLAlchemy sees the disconnect and empties the pool, and the next checkout connects
+    anew: the one transaction fails as it would have failed during the outage anyway."""
+
+    @event.listens_for(engine, "connect")
+    @event.listens_for(engine, "checkin")
+    def _note_time(_dbapi_connection, record):
+        record.info["idle_since"] = monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection, record, _proxy):
+        if monotonic() - record.info.get("idle_since", 0.0) < idle:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as err:
+            raise DisconnectionError(f"stale pooled connection: {err}") from err  # the pool connects anew
 
 
 class UnitOfWork:

@@ -25,12 +25,11 @@ import threading
 import time
 
 from limits.storage import Storage
-from sqlalchemy import Float, Integer, String, case, delete, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Float, Integer, String, bindparam, case, delete, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .db import Base
+from .db import Base, insert_for
 
 STORAGE_URI = "fzt+sql://"
 CLEANUP_EVERY = 60.0  # seconds between deletions of expired counters (per process)
@@ -44,6 +43,25 @@ class RateLimitCounter(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     count: Mapped[int] = mapped_column(Integer)
     expires_at: Mapped[float] = mapped_column(Float, index=True)  # epoch seconds
+
+
+_table = RateLimitCounter.__table__
+# Statements built once with bound parameters (building one per hit cost more than running it).
+_OPEN_WINDOW = select(_table.c.count, _table.c.expires_at).where(
+    _table.c.key == bindparam("key"), _table.c.expires_at > bindparam("now"))
+
+
+def _upsert(dialect_name: str):
+    """Count a hit in ``key``'s window, or start a new window at this hit when the stored one
+    has ended; returns (count, window end)."""
+    insert = insert_for(dialect_name)
+    amount, now, window_end = bindparam("amount"), bindparam("now"), bindparam("window_end")
+    expired = _table.c.expires_at <= now
+    return insert(_table).values(key=bindparam("key"), count=amount, expires_at=window_end).on_conflict_do_update(
+        index_elements=[_table.c.key], set_={
+            "count": case((expired, amount), else_=_table.c.count + amount),
+            "expires_at": case((expired, window_end), else_=_table.c.expires_at),
+        }).returning(_table.c.count, _table.c.expires_at)
 
 
 class SqlStorage(Storage):
@@ -60,7 +78,7 @@ class SqlStorage(Storage):
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.timer = timer
         self._request = threading.local()  # .seen: {key: (count, expires_at)} of this request
-        self._insert = (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)
+        self._upsert = _upsert(engine.dialect.name)
         self._cleaned_at = 0.0
 
     @property
@@ -69,19 +87,12 @@ class SqlStorage(Storage):
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         now = self.timer()
-        table = RateLimitCounter.__table__
-        expired = table.c.expires_at <= now
-        stmt = self._insert(table).values(key=key, count=amount, expires_at=now + expiry)
-        stmt = stmt.on_conflict_do_update(index_elements=[table.c.key], set_={
-            # A window that has ended starts again at this hit.
-            "count": case((expired, amount), else_=table.c.count + amount),
-            "expires_at": case((expired, now + expiry), else_=table.c.expires_at),
-        }).returning(table.c.count, table.c.expires_at)
         with self.engine.connect() as conn:
-            count, expires_at = conn.execute(stmt).one()
+            count, expires_at = conn.execute(self._upsert, {"key": key, "amount": amount, "now": now,
+                                                            "window_end": now + expiry}).one()
             if now - self._cleaned_at > CLEANUP_EVERY:
                 self._cleaned_at = now
-                conn.execute(delete(table).where(table.c.expires_at <= now))
+                conn.execute(delete(_table).where(_table.c.expires_at <= now))
         seen = getattr(self._request, "seen", None)
         if seen is not None:
             seen[key] = (count, expires_at)
@@ -94,10 +105,8 @@ class SqlStorage(Storage):
         if seen is not None and key in seen:
             count, expires_at = seen[key]
             return (count, expires_at) if expires_at > now else None
-        table = RateLimitCounter.__table__
         with self.engine.connect() as conn:
-            row = conn.execute(select(table.c.count, table.c.expires_at).where(
-                table.c.key == key, table.c.expires_at > now)).first()
+            row = conn.execute(_OPEN_WINDOW, {"key": key, "now": now}).first()
         return tuple(row) if row else None
 
     def get(self, key: str) -> int:
@@ -125,9 +134,9 @@ class SqlStorage(Storage):
     def reset(self) -> int | None:
         self.forget()
         with self.engine.connect() as conn:
-            return conn.execute(delete(RateLimitCounter.__table__)).rowcount
+            return conn.execute(delete(_table)).rowcount
 
     def clear(self, key: str) -> None:
         (getattr(self._request, "seen", None) or {}).pop(key, None)
         with self.engine.connect() as conn:
-            conn.execute(delete(RateLimitCounter.__table__).where(RateLimitCounter.__table__.c.key == key))
+            conn.execute(delete(_table).where(_table.c.key == key))

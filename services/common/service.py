@@ -13,12 +13,11 @@ from datetime import timedelta
 from typing import Callable
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from .bus.topology import Topology
 from .clock import OffsetClock
-from .db import UnitOfWork, make_engine
+from .db import UnitOfWork, insert_for, make_engine
 from .models import ClockOffset, InboxMessage
 from .workdays import calendar_for, workday_helpers
 from .workflow.handlers import HandlerRegistry
@@ -26,6 +25,17 @@ from .workflow.runtime import WorkflowRuntime
 from .workflow.specs import SpecRepository, read_sources
 
 log = logging.getLogger(__name__)
+
+
+def mark_received(session, envelope: dict, now) -> bool:
+    """Add the message's inbox mark; False when it has one already. One ``INSERT … ON CONFLICT
+    DO NOTHING``: should another consumer be applying the same message, it waits for that
+    transaction and finds the mark once it commits (or takes the message if it rolls back)."""
+    inbox = InboxMessage.__table__
+    insert = insert_for(session.get_bind().dialect.name)
+    return session.execute(insert(inbox).values(
+        message_id=envelope["id"], routing_key=envelope["type"], processed_at=now,
+    ).on_conflict_do_nothing(index_elements=[inbox.c.message_id]).returning(inbox.c.message_id)).first() is not None
 
 
 class Listeners:
@@ -109,23 +119,14 @@ class Service:
     def apply_message(self, envelope: dict) -> None:
         """Apply one received message exactly once: inbox mark, listeners and workflow
         delivery commit together."""
-        try:
-            with self.uow() as uow:
-                if uow.session.get(InboxMessage, envelope["id"]) is not None:
-                    return  # already applied: a redelivery
-                uow.add(InboxMessage(message_id=envelope["id"], routing_key=envelope["type"],
-                                     processed_at=self.clock.now()))
-                uow.session.flush()
-                for listener in self.definition.listeners.by_type.get(envelope["type"], []):
-                    listener(self, uow, envelope)
-                if self.has_diagram:
-                    self.runtime.deliver(uow, envelope["type"], envelope["body"], envelope["case_no"])
-                uow.commit()
-        except IntegrityError:
-            with self.uow() as uow:
-                if uow.session.get(InboxMessage, envelope["id"]) is not None:
-                    return  # another consumer applied the same message concurrently
-            raise
+        with self.uow() as uow:
+            if not mark_received(uow.session, envelope, self.clock.now()):
+                return  # already applied: a redelivery, or another consumer's concurrent copy
+            for listener in self.definition.listeners.by_type.get(envelope["type"], []):
+                listener(self, uow, envelope)
+            if self.has_diagram:
+                self.runtime.deliver(uow, envelope["type"], envelope["body"], envelope["case_no"])
+            uow.commit()
 
     def _read_clock_offset(self) -> timedelta:
         with self.uow() as uow:

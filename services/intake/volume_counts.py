@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy.dialects import postgresql, sqlite
-
+from services.common.db import insert_for
 from services.common.workdays import CHINA_TZ
 
 from .models import CitizenRequest, RequestCount
@@ -33,7 +32,7 @@ def add_request(uow, request: CitizenRequest) -> None:
     """Store ``request`` in ``uow`` and add it to its day's count (the caller commits)."""
     uow.add(request)
     table = RequestCount.__table__
-    insert = postgresql.insert if uow.session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = insert_for(uow.session.get_bind().dialect.name)
     uow.session.execute(
         insert(table).values(day=china_day(request.created_at), district=request.district,
                              channel=request.channel, n=1)

@@ -77,3 +77,44 @@ def test_timer_sweep_with_two_workers_fires_each_timer_once(pg_service):
     assert sum(fired) == 30
     assert len(missed) == 30
     assert len({m.envelope["case_no"] for m in missed}) == 30
+
+
+def test_a_message_being_applied_by_another_consumer_is_applied_once(pg_service):
+    """The inbox mark is an INSERT … ON CONFLICT DO NOTHING: a second consumer with the same
+    message waits for the first one's transaction; if that commits, it skips the message; if
+    it rolls back, it applies it."""
+    from sqlalchemy import text
+    from sqlalchemy.orm import Session
+
+    from services.common.bus.messages import make_envelope
+    from services.common.models import InboxMessage, WorkflowInstance
+    from services.common.service import mark_received
+
+    dispatch = pg_service("dispatch")
+
+    def envelope(n):
+        return make_envelope("intake.case_submitted", submission(n), "intake", dispatch.clock.now())
+
+    def instances(n):
+        with dispatch.uow() as uow:
+            return uow.session.scalar(select(func.count()).select_from(WorkflowInstance)
+                                      .where(WorkflowInstance.case_no == submission(n)["case_no"]))
+
+    for n, first_commits in ((1, True), (2, False)):
+        message = envelope(n)
+        with Session(dispatch.engine) as first:  # the first consumer, mid-transaction
+            assert mark_received(first, message, dispatch.clock.now())
+            second = threading.Thread(target=dispatch.apply_message, args=(message,))
+            second.start()
+            second.join(1.0)
+            assert second.is_alive()  # waiting for the first consumer's transaction
+            waiting = first.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
+            assert waiting >= 1
+            first.commit() if first_commits else first.rollback()
+            second.join(10)
+            assert not second.is_alive()
+        # committed: the second consumer skipped it (the first never applied it here, so no
+        # instance); rolled back: the second consumer applied it
+        assert instances(n) == (0 if first_commits else 1)
+        with dispatch.uow() as uow:
+            assert uow.session.get(InboxMessage, message["id"]) is not None

@@ -19,9 +19,11 @@ CHANNEL = "fzt_outbox"
 
 def notify_outbox(session) -> None:
     """Wake the relays listening on this database when the transaction commits (PostgreSQL
-    delivers NOTIFY only on commit, once per transaction and channel). Elsewhere a no-op."""
+    delivers NOTIFY only on commit, once per transaction and channel). Elsewhere a no-op.
+    On the session's connection, not ``session.execute``: that would flush what is pending
+    first, an extra flush per transaction (the rows go in with the commit's flush instead)."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text(f"NOTIFY {CHANNEL}"))
+        session.connection().execute(text(f"NOTIFY {CHANNEL}"))
 
 
 class OutboxListener:
