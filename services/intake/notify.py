@@ -73,11 +73,20 @@ def queue(uow, request: CitizenRequest, kind: str, now, detail: str = "", days: 
     return rows
 
 
+def _request_of(session, case_no: str):
+    """The case's request, also one added in this transaction and not flushed yet (the
+    diagram's start runs in the submission's transaction). No autoflush: flushing here would
+    insert the new instance before its first state exists, then update it with the state."""
+    for added in session.new:
+        if isinstance(added, CitizenRequest) and added.case_no == case_no:
+            return added
+    with session.no_autoflush:
+        return session.get(CitizenRequest, case_no)
+
+
 def notify_citizen_task(ctx, kind: str, detail="", days=0) -> dict:
     """Service task ``notify_citizen`` (bpmn/intake.bpmn)."""
-    # The request is added in the same transaction as the diagram's start: flush it first.
-    ctx.uow.session.flush()
-    request = ctx.uow.session.get(CitizenRequest, ctx.case_no)
+    request = _request_of(ctx.uow.session, ctx.case_no)
     if request is None:
         raise LookupError(f"no citizen request {ctx.case_no}")
     rows = queue(ctx.uow, request, kind, ctx.clock.now(), str(detail or ""), int(days or 0))
@@ -135,34 +144,47 @@ def pause_after(attempts: int) -> timedelta:
     return min(FIRST_PAUSE * 2 ** max(attempts - 1, 0), MAX_PAUSE)
 
 
+SEND_BATCH = 10  # due rows taken per transaction
+
+
 def deliver_pending(service, adapters: dict | None = None, limit: int = 50) -> int:
-    """Send due notifications one at a time (row locked, SKIP LOCKED: several workers share
-    the work); returns how many were sent. Rows of a channel without an adapter (e-mail with
-    no SMTP server configured) wait until there is one."""
+    """Send due notifications, up to ``SEND_BATCH`` per transaction (rows locked, SKIP LOCKED:
+    several workers share the work); returns how many were sent. Rows of a channel without an
+    adapter (e-mail with no SMTP server configured) wait until there is one. One row per
+    transaction cost more than the rest of a submission's worker time; a crash before the
+    commit sends the batch's earlier messages again (at least once, as before)."""
     adapters = adapters_for(service.settings) if adapters is None else adapters
-    sent = 0
-    for _ in range(limit):
+    sent = taken = 0
+    while taken < limit:
+        wanted = min(SEND_BATCH, limit - taken)
         with service.uow() as uow:
             now = service.clock.now()
-            note = uow.session.scalars(
+            notes = uow.session.scalars(
                 select(Notification).where(Notification.sent_at.is_(None), Notification.next_attempt_at <= now,
                                            Notification.channel.in_(list(adapters)))
-                .order_by(Notification.next_attempt_at, Notification.id).limit(1)
-                .with_for_update(skip_locked=True)).first()
-            if note is None:
-                break
-            note.attempts += 1
-            try:
-                note.provider_ref = str(adapters[note.channel].send(note))[:100]
-                note.sent_at, note.last_error = now, None
-                sent += 1
-            except Exception as err:  # any failure: keep the row, try again later
-                note.last_error = f"{type(err).__name__}: {err}"[:1000]
-                note.next_attempt_at = now + pause_after(note.attempts)
-                log.warning("notification %s of case %s failed (attempt %s): %s", note.id, note.case_no,
-                            note.attempts, note.last_error, extra={"case_no": note.case_no})
+                .order_by(Notification.next_attempt_at, Notification.id).limit(wanted)
+                .with_for_update(skip_locked=True)).all()
+            sent += sum(_send(note, adapters[note.channel], now) for note in notes)
             uow.commit()
+        taken += len(notes)
+        if len(notes) < wanted:
+            break
     return sent
+
+
+def _send(note: Notification, adapter, now) -> bool:
+    """Send one row; a failure is recorded on it and retried later (any exception)."""
+    note.attempts += 1
+    try:
+        note.provider_ref = str(adapter.send(note))[:100]
+        note.sent_at, note.last_error = now, None
+        return True
+    except Exception as err:  # any failure: keep the row, try again later
+        note.last_error = f"{type(err).__name__}: {err}"[:1000]
+        note.next_attempt_at = now + pause_after(note.attempts)
+        log.warning("notification %s of case %s failed (attempt %s): %s", note.id, note.case_no,
+                    note.attempts, note.last_error, extra={"case_no": note.case_no})
+        return False
 
 
 def send_notifications(service) -> int:

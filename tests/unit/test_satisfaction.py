@@ -6,7 +6,7 @@ same over the real broker)."""
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from services.common.clock import FrozenClock
 from services.common.models import OutboxMessage, StaffUser, TimelineEntry, WorkflowInstance, WorkItem
@@ -336,6 +336,19 @@ def test_notifications_are_sent_after_commit_and_retried_until_they_go(platform)
     assert rows[0].sent_at == platform.clock.now() and rows[0].provider_ref == f"ref-{rows[0].id}"
     assert rows[1].sent_at is None  # no e-mail adapter configured: it waits, it is not lost
     assert notify.pause_after(20) == timedelta(hours=1)
+
+
+def test_due_notifications_go_in_batches_and_one_failure_keeps_only_its_own_row(platform):
+    cases = [platform.submit(n) for n in range(1, notify.SEND_BATCH + 3)]  # more than a batch
+    adapter = Flaky(failures=1)  # the first row of the first batch fails
+    commits = []
+    event.listen(platform.intake.engine, "commit", lambda _conn: commits.append(1))
+    assert notify.deliver_pending(platform.intake, {"sms": adapter}, limit=5) == 4  # the limit holds
+    assert notify.deliver_pending(platform.intake, {"sms": adapter}) == len(cases) - 5
+    assert len(commits) == 2  # 5 rows, then the remaining 7: one transaction each
+    with platform.intake.uow() as uow:
+        waiting = uow.session.scalars(select(Notification).where(Notification.sent_at.is_(None))).all()
+    assert len(waiting) == 1 and waiting[0].attempts == 1 and "短信网关无响应" in waiting[0].last_error
 
 
 def test_a_failing_step_writes_no_notification(platform):
