@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 
 from services.common.models import DeployedSpec, OutboxMessage, TimelineEntry, WorkflowInstance, WorkItem
 from services.common.workflow.runtime import Conflict, NotWaiting
-from services.common.workflow.specs import DiagramError, read_sources
+from services.common.workflow.specs import LATEST_FOR, DiagramError, SpecRepository, read_sources
 
 SUBMITTED_AT = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc).isoformat()
 
@@ -107,6 +107,29 @@ def test_instances_store_state_without_the_spec(dispatch):
         instance = uow.session.scalars(select(WorkflowInstance)).one()
     assert "spec" not in instance.state and "subprocess_specs" not in instance.state
     assert instance.state["state_version"] == "fzt-1"
+
+
+def test_a_version_deployed_by_another_process_starts_new_cases_within_latest_for(dispatch):
+    now = [100.0]
+    dispatch.runtime.specs = dispatch.specs = SpecRepository(
+        "dispatch", dispatch.settings.bpmn_dir, dispatch.clock, monotonic=lambda: now[0])
+    deliver(dispatch, submission("210902-20261102-0001"))
+    sources = read_sources(dispatch.settings.bpmn_dir, "dispatch")
+    sources["dispatch.bpmn"] = sources["dispatch.bpmn"].replace("workdays_duration(1)", "workdays_duration(2)", 1)
+    other_process = SpecRepository("dispatch", dispatch.settings.bpmn_dir, dispatch.clock)
+    with dispatch.uow() as uow:
+        new_hash, created = other_process.deploy(uow.session, dispatch.definition.service_tasks.names(),
+                                                 set(dispatch.definition.forms), sources)
+        uow.commit()
+    assert created
+    now[0] += LATEST_FOR / 2
+    deliver(dispatch, submission("210902-20261102-0002"))  # still the version it looked up
+    now[0] += LATEST_FOR / 2
+    deliver(dispatch, submission("210902-20261102-0003"))  # looked up again: the new one
+    with dispatch.uow() as uow:
+        hashes = {i.case_no[-4:]: i.spec_hash for i in uow.session.scalars(select(WorkflowInstance))}
+    assert hashes["0001"] == hashes["0002"] != new_hash
+    assert hashes["0003"] == new_hash
 
 
 def test_running_cases_keep_their_version_new_cases_take_the_latest(dispatch):

@@ -8,6 +8,7 @@ the whitelist) and stores nothing in that case.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -142,13 +143,23 @@ def validate(process: ProcessSpec, handler_names, form_names) -> None:
         raise DiagramError(problems)
 
 
-class SpecRepository:
-    """Deployed diagram versions of one service, parsed once per process."""
+LATEST_FOR = 2.0  # seconds a process starts new instances on the latest version it looked up
 
-    def __init__(self, service: str, bpmn_dir: Path, clock):
+
+class SpecRepository:
+    """Deployed diagram versions of one service, parsed once per process.
+
+    Which version is the latest is looked up at most every ``LATEST_FOR`` seconds (it was one
+    query per submission and per new case): a version deployed by another process (the CLI,
+    another web process) starts new cases there within that time; a deploy through this
+    repository is used at once."""
+
+    def __init__(self, service: str, bpmn_dir: Path, clock, monotonic=time.monotonic):
         self.service = service
         self.bpmn_dir = bpmn_dir
         self.clock = clock
+        self.monotonic = monotonic
+        self._latest: tuple[str, float] | None = None  # (hash, looked up at)
 
     def check(self, handler_names, form_names, sources=None) -> ProcessSpec:
         sources = sources if sources is not None else read_sources(self.bpmn_dir, self.service)
@@ -162,6 +173,7 @@ class SpecRepository:
         """Validate and store the current diagrams; returns (hash, newly_deployed)."""
         sources = sources if sources is not None else read_sources(self.bpmn_dir, self.service)
         process = self.check(handler_names, form_names, sources)
+        self._latest = None
         latest = session.scalar(select(func.max(DeployedSpec.version))
                                 .where(DeployedSpec.process_id == self.service)) or 0
         existing = session.get(DeployedSpec, process.hash)
@@ -175,14 +187,17 @@ class SpecRepository:
         return process.hash, True
 
     def latest(self, session) -> ProcessSpec:
-        # Only the hash: the sources are read once per version, in by_hash.
-        spec_hash = session.scalars(
-            select(DeployedSpec.hash).where(DeployedSpec.process_id == self.service)
-            .order_by(DeployedSpec.version.desc()).limit(1)
-        ).first()
-        if spec_hash is None:
-            raise LookupError(f"no diagram deployed for {self.service}: run `fzt bpmn deploy {self.service}`")
-        return self.by_hash(session, spec_hash)
+        now = self.monotonic()
+        if self._latest is None or now - self._latest[1] >= LATEST_FOR:
+            # Only the hash: the sources are read once per version, in by_hash.
+            spec_hash = session.scalars(
+                select(DeployedSpec.hash).where(DeployedSpec.process_id == self.service)
+                .order_by(DeployedSpec.version.desc()).limit(1)
+            ).first()
+            if spec_hash is None:
+                raise LookupError(f"no diagram deployed for {self.service}: run `fzt bpmn deploy {self.service}`")
+            self._latest = (spec_hash, now)
+        return self.by_hash(session, self._latest[0])
 
     def by_hash(self, session, spec_hash: str) -> ProcessSpec:
         cached = _by_hash_cache.get(spec_hash)
