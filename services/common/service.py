@@ -81,6 +81,8 @@ class Service:
         self.settings = settings
         self.engine = engine or make_engine(settings.database_url_for(self.name))
         self.session_factory = sessionmaker(self.engine, expire_on_commit=False)
+        # For single statements that need no transaction (one round trip, no BEGIN/COMMIT).
+        self.autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.clock = clock or OffsetClock(self._read_clock_offset)
         self.topology = Topology(settings.broker_url, settings.bus_prefix, settings.delivery_limit)
         self.specs = SpecRepository(self.name, settings.bpmn_dir, self.clock)

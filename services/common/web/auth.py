@@ -21,7 +21,7 @@ from flask import (Blueprint, abort, current_app, flash, redirect, render_templa
 from flask_login import (LoginManager, UserMixin, current_user, login_required, login_user,
                          logout_user)
 from flask_wtf import FlaskForm
-from sqlalchemy import event, select, update
+from sqlalchemy import bindparam, event, select, update
 from sqlalchemy.orm.base import NEVER_SET, NO_VALUE
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import PasswordField, StringField
@@ -68,17 +68,16 @@ def _service():
     return current_app.extensions["fzt"]
 
 
-_STAFF_COLUMNS = (StaffUser.username, StaffUser.display_name, StaffUser.role, StaffUser.district,
-                  StaffUser.department, StaffUser.session_version, StaffUser.must_change_password)
+# Every request of a logged-in user or token asks this: one autocommit SELECT of the columns
+# Staff needs (no ORM session, no BEGIN/ROLLBACK round trips), built once.
+_FIND_STAFF = select(StaffUser.username, StaffUser.display_name, StaffUser.role, StaffUser.district,
+                     StaffUser.department, StaffUser.session_version, StaffUser.must_change_password
+                     ).where(StaffUser.username == bindparam("username"), StaffUser.active.is_(True))
 
 
 def find_staff(username: str):
-    # Every request of a logged-in user or token asks this: one autocommit SELECT of the
-    # columns Staff needs (no ORM session, no BEGIN/ROLLBACK round trips).
-    engine = _service().engine.execution_options(isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        row = conn.execute(select(*_STAFF_COLUMNS).where(StaffUser.username == username,
-                                                         StaffUser.active.is_(True))).first()
+    with _service().autocommit_engine.connect() as conn:
+        row = conn.execute(_FIND_STAFF, {"username": username}).first()
     return Staff(row) if row else None
 
 
