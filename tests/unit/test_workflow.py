@@ -53,6 +53,16 @@ def test_dmn_suggests_department(dispatch, description, category, expected):
     assert item.summary["suggested_department"] == expected
 
 
+def test_the_dmn_engines_syntax_check_answers_the_same_every_time(dispatch):
+    # SpiffWorkflow's DMN engine asks validate() whether an entry parses, to decide whether it
+    # needs "==" (a SyntaxError means an operator entry such as "> 5"); the answer is cached.
+    engine = dispatch.runtime.engine
+    for _ in range(2):
+        engine.validate('"漏水" in description')
+        with pytest.raises(SyntaxError):
+            engine.validate("> 5")
+
+
 def test_assign_moves_case_to_department_and_throws_message(dispatch):
     deliver(dispatch, submission())
     [item] = items(dispatch, task_name="assign")

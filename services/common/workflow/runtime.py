@@ -7,10 +7,12 @@ outbox) — all in one transaction.
 """
 from __future__ import annotations
 
+import ast
 import contextvars
 import json
 import logging
 import uuid
+from functools import lru_cache
 
 from SpiffWorkflow.bpmn import BpmnEvent, BpmnWorkflow
 from SpiffWorkflow.bpmn.exceptions import WorkflowTaskException
@@ -45,10 +47,26 @@ class NotWaiting(LookupError):
     """A message the diagram catches arrived for a case that is not waiting for it."""
 
 
+@lru_cache(maxsize=4096)
+def _syntax_error(expression: str) -> str | None:
+    try:
+        ast.parse(expression)
+    except SyntaxError as err:
+        return str(err)
+    return None
+
+
 class _ScriptEngine(PythonScriptEngine):
     def __init__(self, environment, handlers):
         super().__init__(environment)
         self.handlers = handlers
+
+    def validate(self, expression):
+        # SpiffWorkflow's DMN engine parses every rule's input and entry again at every
+        # decision to see whether it parses; the answer is the same each time.
+        error = _syntax_error(expression)
+        if error is not None:
+            raise SyntaxError(error)
 
     def call_service(self, task, operation_name, operation_params, **_):
         params = {name: p["value"] for name, p in operation_params.items()}
