@@ -56,21 +56,20 @@ def _text(kind, request, detail="", days=0, limit=None) -> str:
                                              detail=detail, days=days)
 
 
-def queue(uow, request: CitizenRequest, kind: str, now, detail: str = "", days: int = 0) -> list[Notification]:
-    """Add the notifications of ``kind`` for ``request`` to ``uow`` (sent after it commits)."""
+def queue(uow, request: CitizenRequest, kind: str, now, detail: str = "", days: int = 0) -> list[str]:
+    """Add the notifications of ``kind`` for ``request`` to ``uow`` (sent after it commits);
+    returns their channels."""
     if kind not in TEXTS:
         raise ValueError(f"unknown notification kind {kind!r}")
     subject = f"{SIGNATURE}诉求{request.case_no}：{TEXTS[kind][0]}"
-    rows = [Notification(case_no=request.case_no, kind=kind, channel="sms", recipient=request.phone,
-                         subject=subject, body=_text(kind, request, detail, days, SMS_DETAIL_CHARS),
-                         created_at=now, attempts=0, next_attempt_at=now)]
+    recipients = {"sms": (request.phone, SMS_DETAIL_CHARS)}
     if request.email:
-        rows.append(Notification(case_no=request.case_no, kind=kind, channel="email", recipient=request.email,
-                                 subject=subject, body=_text(kind, request, detail, days),
-                                 created_at=now, attempts=0, next_attempt_at=now))
-    for row in rows:
-        uow.add(row)
-    return rows
+        recipients["email"] = (request.email, None)
+    for channel, (recipient, detail_chars) in recipients.items():
+        uow.insert(Notification, case_no=request.case_no, kind=kind, channel=channel, recipient=recipient,
+                   subject=subject, body=_text(kind, request, detail, days, detail_chars),
+                   created_at=now, attempts=0, next_attempt_at=now)
+    return list(recipients)
 
 
 def _request_of(session, case_no: str):
@@ -89,8 +88,8 @@ def notify_citizen_task(ctx, kind: str, detail="", days=0) -> dict:
     request = _request_of(ctx.uow.session, ctx.case_no)
     if request is None:
         raise LookupError(f"no citizen request {ctx.case_no}")
-    rows = queue(ctx.uow, request, kind, ctx.clock.now(), str(detail or ""), int(days or 0))
-    return {"kind": kind, "channels": [r.channel for r in rows]}
+    channels = queue(ctx.uow, request, kind, ctx.clock.now(), str(detail or ""), int(days or 0))
+    return {"kind": kind, "channels": channels}
 
 
 # -- adapters: send(notification) -> the provider's reference; raise on failure -------------

@@ -216,8 +216,8 @@ class WorkflowRuntime:
         instance.status, instance.next_timer_at = "cancelled", None
         instance.updated_at = self.clock.now()
         self._refresh_work_items(uow, instance, [], self.clock.now())
-        uow.add(TimelineEntry(case_no=instance.case_no, at=self.clock.now(), title="流程已撤销（运维）",
-                              detail=reason[:500], actor=actor, public=False))
+        uow.insert(TimelineEntry, case_no=instance.case_no, at=self.clock.now(), title="流程已撤销（运维）",
+                   detail=reason[:500], actor=actor, public=False)
         return instance
 
     @staticmethod
@@ -299,8 +299,8 @@ class WorkflowRuntime:
         for event in messages:
             envelope = make_envelope(event.event_definition.name, event.payload or {},
                                      self.service, now)
-            uow.add(OutboxMessage(message_id=envelope["id"], routing_key=envelope["type"],
-                                  envelope=envelope, created_at=now))
+            uow.insert(OutboxMessage, message_id=envelope["id"], routing_key=envelope["type"],
+                       envelope=envelope, created_at=now)
         if messages:
             notify_outbox(uow.session)  # the relay wakes when this commits
         ready = [t for t in workflow.get_tasks(state=TaskState.READY) if isinstance(t.task_spec, UserTask)]
@@ -345,9 +345,9 @@ class WorkflowRuntime:
             return
         if not isinstance(task.task_spec, CatchingEvent):
             detail = detail if task.task_spec.manual else ""
-        uow.add(TimelineEntry(case_no=instance.case_no, at=self.clock.now(),
-                              title=task.task_spec.bpmn_name or task.task_spec.bpmn_id,
-                              detail=str(detail)[:500], actor=actor, public=visibility == "public"))
+        uow.insert(TimelineEntry, case_no=instance.case_no, at=self.clock.now(),
+                   title=task.task_spec.bpmn_name or task.task_spec.bpmn_id,
+                   detail=str(detail)[:500], actor=actor, public=visibility == "public")
 
 
 def _deadline_of(task):
