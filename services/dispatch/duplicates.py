@@ -207,10 +207,10 @@ def register_case(service, uow, envelope):
         if reasons:
             flags.append((score, old_no, reasons))
     for score, candidate_no, reasons in sorted(flags, reverse=True)[:rule.max_candidates]:
-        uow.add(DuplicateFlag(case_no=case_no, candidate_no=candidate_no, reasons=",".join(reasons),
-                              similarity=round(score, 3), created_at=now, status="open"))
-    uow.add(CaseFingerprint(case_no=case_no, district=district, submitted_at=now, phone_hash=new.phone_hash,
-                            place=new.place, cell=new.cell, text=new.text))
+        uow.insert(DuplicateFlag, case_no=case_no, candidate_no=candidate_no, reasons=",".join(reasons),
+                   similarity=round(score, 3), created_at=now, status="open")
+    uow.insert(CaseFingerprint, case_no=case_no, district=district, submitted_at=now, phone_hash=new.phone_hash,
+               place=new.place, cell=new.cell, text=new.text)
 
 
 # -- reading and dismissing --------------------------------------------------------------------

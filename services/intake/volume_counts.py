@@ -33,7 +33,9 @@ def add_request(uow, request: CitizenRequest) -> None:
     uow.add(request)
     table = RequestCount.__table__
     insert = insert_for(uow.session.get_bind().dialect.name)
-    uow.session.execute(
+    # On the connection: session.execute would flush the request now, one flush more than
+    # it needs (it goes in with the instance at the step's flush).
+    uow.session.connection().execute(
         insert(table).values(day=china_day(request.created_at), district=request.district,
                              channel=request.channel, n=1)
         .on_conflict_do_update(index_elements=list(table.primary_key.columns), set_={"n": table.c.n + 1}))
