@@ -5,22 +5,15 @@ import pytest
 from sqlalchemy import create_engine, event, text
 
 from services.common.db import IDLE_BEFORE_PING, ping_when_idle
+from tests.support.timers import FakeTimer
 
 pytestmark = pytest.mark.integration
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture
 def engine(make_pg_database):
     engine = create_engine(make_pg_database("pool"))
-    engine.clock = Clock()
+    engine.clock = FakeTimer(1000.0)
     ping_when_idle(engine, monotonic=engine.clock)
     engine.pings = 0
     ping = engine.dialect.do_ping

@@ -10,6 +10,7 @@ from services.common.demo import load_demo_accounts
 from services.common.ratelimits import RateLimitCounter, SqlStorage
 from services.common.web.app import create_app
 from services.intake.models import CitizenRequest
+from tests.support.timers import FakeTimer
 
 VALID = {"district": "海州区", "name": "张三", "phone": "13800001234", "description": "楼上漏水，天花板一直滴水"}
 HIGH = "1000/hour"
@@ -30,14 +31,6 @@ def form_token(html):
 
 
 # -- the storage -----------------------------------------------------------------------------
-
-class FakeTimer:
-    def __init__(self):
-        self.now = 1_000_000.0
-
-    def __call__(self):
-        return self.now
-
 
 @pytest.fixture
 def storage(tmp_path):
