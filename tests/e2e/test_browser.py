@@ -302,16 +302,15 @@ def test_citizen_to_department_journey(browser, cluster, screens):
     citizen.close()
 
 
-def test_department_returns_case_and_dispatcher_assigns_it_again(browser, cluster, screens):
+def assigned_to_housing(browser, cluster, name, phone, description):
+    """A request submitted through the API and assigned to the housing bureau from 海州区's
+    queue; returns (case_no, the dispatcher's browser context, the dispatcher's page)."""
     from playwright.sync_api import expect
     from tests.support.http import HttpClient
     response = HttpClient().post(cluster.url("intake", "/api/v1/requests"), json={
-        "district": "海州区", "name": "李明", "phone": "13904185678",
-        "description": "小区门口人行道被占道经营的摊点堵住，晚上烧烤油烟很大，影响居民休息。"})
+        "district": "海州区", "name": name, "phone": phone, "description": description})
     assert response.status == 201, response
     case_no = response.json["case_no"]
-
-    # The dispatcher assigns it (mistakenly) to the housing bureau.
     dispatcher = browser.new_context(**LAPTOP)
     desk = staff_login(dispatcher, cluster, "fenbo_haizhou", "海州区分拨员")
     desk.goto(cluster.url("dispatch", "/queue"))
@@ -320,6 +319,14 @@ def test_department_returns_case_and_dispatcher_assigns_it_again(browser, cluste
     row.get_by_label("承办部门").select_option("zhujian")
     row.get_by_role("button", name="交办").click()
     expect(desk.get_by_role("status").filter(has_text=f"案件 {case_no} 已交办")).to_be_visible()
+    return case_no, dispatcher, desk
+
+
+def test_department_returns_case_and_dispatcher_assigns_it_again(browser, cluster, screens):
+    from playwright.sync_api import expect
+    # The dispatcher assigns it (mistakenly) to the housing bureau.
+    case_no, dispatcher, desk = assigned_to_housing(
+        browser, cluster, "李明", "13904185678", "小区门口人行道被占道经营的摊点堵住，晚上烧烤油烟很大，影响居民休息。")
 
     # The housing bureau returns it from a phone; a return needs a reason.
     handler = browser.new_context(**PHONE)
@@ -370,22 +377,9 @@ def test_department_returns_case_and_dispatcher_assigns_it_again(browser, cluste
 
 def test_department_asks_for_an_extension_and_dispatcher_approves_it(browser, cluster, screens):
     from playwright.sync_api import expect
-    from tests.support.http import HttpClient
-    response = HttpClient().post(cluster.url("intake", "/api/v1/requests"), json={
-        "district": "海州区", "name": "王淑芬", "phone": "13904189876",
-        "description": "小区2号楼外墙保温层大面积脱落，雨天有碎块掉下，楼下是孩子上学的必经之路。"})
-    assert response.status == 201, response
-    case_no = response.json["case_no"]
-
     # The dispatcher assigns it to the housing bureau from the queue.
-    dispatcher = browser.new_context(**LAPTOP)
-    desk = staff_login(dispatcher, cluster, "fenbo_haizhou", "海州区分拨员")
-    desk.goto(cluster.url("dispatch", "/queue"))
-    row = desk.locator(f'#queue tr[data-case="{case_no}"]')
-    reload_until_visible(desk, row)
-    row.get_by_label("承办部门").select_option("zhujian")
-    row.get_by_role("button", name="交办").click()
-    expect(desk.get_by_role("status").filter(has_text=f"案件 {case_no} 已交办")).to_be_visible()
+    case_no, dispatcher, desk = assigned_to_housing(
+        browser, cluster, "王淑芬", "13904189876", "小区2号楼外墙保温层大面积脱落，雨天有碎块掉下，楼下是孩子上学的必经之路。")
 
     # The handler accepts it and, on the case page, asks for three more working days.
     handler = browser.new_context(**LAPTOP)
