@@ -18,9 +18,9 @@ and nothing else:
 Per phase: ms of wall time and of this process's CPU per case, and where it went: self time per
 package (the innermost frame's package, so shares add up; psycopg's share is mostly waiting for
 PostgreSQL) and the inclusive share of a few functions of ours. Times vary with the machine;
-the counts per case that it also prints do not: SQL statements sent and connections taken
-from the pools (with ``pool_pre_ping`` each checkout may add a ``SELECT 1``; the ``pings`` count
-says how many did).
+the counts per case that it also prints do not: SQL statements sent, connections taken from
+the pools (with ``pool_pre_ping`` each checkout may add a ``SELECT 1``; the ``pings`` count
+says how many did) and ORM flushes that wrote something (each costs Python time of its own).
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from sqlalchemy import event
+from sqlalchemy.orm import Session
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -96,10 +97,12 @@ def summarize(session) -> dict:
 
 
 class Counts:
-    """SQL statements, pool checkouts and pre-ping round trips on the given engines."""
+    """SQL statements, pool checkouts, pre-ping round trips and ORM flushes (that wrote
+    something) on the given engines."""
 
     def __init__(self, engines):
-        self.statements = self.checkouts = self.pings = 0
+        self.statements = self.checkouts = self.pings = self.flushes = 0
+        event.listen(Session, "after_flush", self._flush)
         for engine in engines:
             event.listen(engine, "before_cursor_execute", self._statement)
             event.listen(engine.pool, "checkout", self._checkout)
@@ -117,15 +120,19 @@ class Counts:
     def _checkout(self, *_args):
         self.checkouts += 1
 
+    def _flush(self, *_args):
+        self.flushes += 1
+
     def snapshot(self):
-        return self.statements, self.checkouts, self.pings
+        return self.statements, self.checkouts, self.pings, self.flushes
 
 
 def print_summary(title, cases, elapsed, cpu, counts, summary):
     total = max(summary["total"], 1e-9)
-    statements, checkouts, pings = (n / cases for n in counts)
+    statements, checkouts, pings, flushes = (n / cases for n in counts)
     print(f"\n{title}: {elapsed / cases * 1000:.2f} ms per case, CPU {cpu / cases * 1000:.2f} ms ({cases} cases)")
-    print(f"  per case: {statements:.1f} SQL statements, {checkouts:.1f} connection checkouts, {pings:.1f} pings")
+    print(f"  per case: {statements:.1f} SQL statements, {checkouts:.1f} connection checkouts, {pings:.1f} pings, "
+          f"{flushes:.1f} ORM flushes")
     shares = sorted(summary["packages"].items(), key=lambda kv: -kv[1])
     print("  self time by package: " + ", ".join(f"{k} {v / total:.0%}" for k, v in shares if v / total >= 0.02))
     inner = sorted(summary["functions"].items(), key=lambda kv: -kv[1])
