@@ -19,8 +19,9 @@ Per phase: ms of wall time and of this process's CPU per case, and where it went
 package (the innermost frame's package, so shares add up; psycopg's share is mostly waiting for
 PostgreSQL) and the inclusive share of a few functions of ours. Times vary with the machine;
 the counts per case that it also prints do not: SQL statements sent, connections taken from
-the pools (with ``pool_pre_ping`` each checkout may add a ``SELECT 1``; the ``pings`` count
-says how many did) and ORM flushes that wrote something (each costs Python time of its own).
+the pools, the ``SELECT 1`` pings among them (services/common/db.py pings a connection that sat
+idle before handing it out) and ORM flushes that wrote something (each costs Python time of
+its own).
 """
 from __future__ import annotations
 
