@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,6 +140,20 @@ def print_summary(title, cases, elapsed, cpu, counts, summary):
     print("  inside (inclusive):   " + ", ".join(f"{k} {v / total:.0%}" for k, v in inner if v / total >= 0.01))
 
 
+def print_state_sizes(service):
+    """What every load and save of an instance carries: its stored workflow state."""
+    with service.engine.connect() as connection:
+        sizes = connection.execute(text(
+            "SELECT length(state::text), (SELECT count(*) FROM json_object_keys(state::json -> 'tasks'))"
+            " FROM workflow_instances")).all()
+    if sizes:
+        mean = sum(size for size, _ in sizes) / len(sizes)
+        tasks = [n for _, n in sizes if n is not None]
+        print(f"\n{service.name}: stored workflow state {mean / 1024:.1f} KiB per instance on average "
+              f"({len(sizes)} instances, largest {max(size for size, _ in sizes) / 1024:.1f} KiB; "
+              f"tasks per state {min(tasks, default=0)}–{max(tasks, default=0)})")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=200, help="cases (default 200)")
@@ -181,16 +195,16 @@ def main(argv=None):
             assert response.status_code == 201, response.get_data(as_text=True)
             return response.get_json()["case_no"]
 
-        def apply_all():
-            with intake.uow() as uow:
+        def apply_all(source=intake, target=dispatch):
+            with source.uow() as uow:
                 rows = uow.session.query(OutboxMessage).filter(OutboxMessage.sent_at.is_(None)) \
                     .order_by(OutboxMessage.id).all()
                 envelopes = [row.envelope for row in rows]
                 for row in rows:
-                    row.sent_at = intake.clock.now()
+                    row.sent_at = source.clock.now()
                 uow.commit()
             for envelope in envelopes:
-                dispatch.apply_message(envelope)
+                target.apply_message(envelope)
             return len(envelopes)
 
         tokens = {"admin": bearer("admin"), **{d: bearer(f"bm_{d}") for d in {t[2] for t in TOPICS}}}
@@ -239,6 +253,10 @@ def main(argv=None):
               cases=args.n)
         phase("list queue (bearer token, 200 items)", list_queue, list(range(args.n)))
         phase("assign + accept (two API calls, two tokens)", assign_accept, case_nos)
+        phase("apply in intake (dispatch.case_assigned and case_accepted: status, engine steps, notification)",
+              lambda _: apply_all(dispatch, intake), [None], cases=args.n)
+        for service in (intake, dispatch):
+            print_state_sizes(service)
         for service in (intake, dispatch):
             service.engine.dispose()
     finally:

@@ -44,7 +44,7 @@ def track_status(service, uow, envelope):
             request.status = status
         if status == "merged":
             request.merged_into = body["into"]
-        report_status(service, uow, request.case_no, status, note, envelope.get("occurred_at"))
+        report_status(service, uow, request, status, note, envelope.get("occurred_at"))
     if status == "handled":
         callback.reply_received(uow.session, envelope["case_no"])
         _answer_merged_requests(service, uow, envelope)
@@ -57,7 +57,7 @@ def _answer_merged_requests(service, uow, envelope):
         merged = uow.session.get(CitizenRequest, case_no)
         if merged.status not in KEEP_STATUS:
             merged.status = "handled"
-        report_status(service, uow, merged.case_no, "handled", reply, envelope.get("occurred_at"))
+        report_status(service, uow, merged, "handled", reply, envelope.get("occurred_at"))
 
 
 @listeners.on("dispatch.case_reopened")

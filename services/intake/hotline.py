@@ -189,9 +189,13 @@ def _status_row(order_id, case_no, status, note, at, now) -> HotlineStatus:
                          status=status, note=(note or "")[:2000], at=at, created_at=now)
 
 
-def report_status(service, uow, case_no: str, status: str, note: str = "", at=None):
-    """Queue a status report for the hotline in ``uow`` if the case came from the hotline
-    (the intake listeners call this); returns the row, or None for other cases."""
+def report_status(service, uow, request, status: str, note: str = "", at=None):
+    """Queue a status report for the hotline in ``uow`` if ``request`` (a CitizenRequest)
+    came from the hotline (the intake listeners call this); returns the row, or None for
+    other cases, which cost no query."""
+    if request.channel != CHANNEL:
+        return None
+    case_no = request.case_no
     order = uow.session.scalars(select(HotlineOrder).where(HotlineOrder.case_no == case_no)).first()
     if order is None:
         return None

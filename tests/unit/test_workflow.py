@@ -2,7 +2,7 @@
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from services.common.models import DeployedSpec, OutboxMessage, TimelineEntry, WorkflowInstance, WorkItem
 from services.common.workflow.runtime import Conflict, NotWaiting
@@ -117,6 +117,36 @@ def test_instances_store_state_without_the_spec(dispatch):
         instance = uow.session.scalars(select(WorkflowInstance)).one()
     assert "spec" not in instance.state and "subprocess_specs" not in instance.state
     assert instance.state["state_version"] == "fzt-1"
+
+
+def test_work_items_are_looked_up_only_when_the_saved_state_had_a_ready_task(build_service):
+    """Work items are the READY user tasks of the state saved last; a delivery to an instance
+    that only waits for messages (intake's usual case) does not query them."""
+    from services.intake.requests import submit_request
+    intake = build_service("intake")
+    case_no = submit_request(intake, {"district": "210902", "name": "张三", "phone": "13800001234",
+                                      "description": "楼上漏水很严重"}).case_no
+    statements = []
+
+    def seen(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    def arrive(message_type, **body):
+        statements.clear()
+        with intake.uow() as uow:
+            assert intake.runtime.deliver(uow, message_type, {"case_no": case_no, **body}, case_no) == 1
+            uow.commit()
+        return [s for s in statements if s.startswith("SELECT") and "FROM work_items" in s]
+
+    event.listen(intake.engine, "before_cursor_execute", seen)
+    try:
+        assert arrive("dispatch.case_assigned", department="zhujian") == []
+        assert arrive("dispatch.case_handled", department="zhujian", reply="已处理") == []  # makes "rate"
+        assert [i.task_name for i in items(intake)] == ["rate"]
+        assert len(arrive("dispatch.case_reopened", department="zhujian")) == 1  # withdraws it
+        assert items(intake) == []
+    finally:
+        event.remove(intake.engine, "before_cursor_execute", seen)
 
 
 def test_a_version_deployed_by_another_process_starts_new_cases_within_latest_for(dispatch):

@@ -105,7 +105,7 @@ class WorkflowRuntime:
         for task in workflow.get_tasks(state=TaskState.READY):
             task.data.update(data)
         instance = self._new_instance(uow, case_no, process)
-        self._advance(uow, instance, process, workflow, new=True)
+        self._advance(uow, instance, process, workflow)
         return instance
 
     def deliver(self, uow, message_type: str, body: dict, case_no: str) -> int:
@@ -135,7 +135,7 @@ class WorkflowRuntime:
                 with use_clock(self.clock):
                     workflow.do_engine_steps()
                 workflow.catch(self._event(message_type, body))
-                self._advance(uow, instance, process, workflow, caught_summary=body.get("summary", ""), new=True)
+                self._advance(uow, instance, process, workflow, caught_summary=body.get("summary", ""))
                 taken = 1
             elif message_type in process.message_catches:
                 # The diagram expects this message but no instance of the case waits for it
@@ -267,20 +267,23 @@ class WorkflowRuntime:
     def _event(message_type, body):
         return BpmnEvent(MessageEventDefinition(message_type), payload=dict(body))
 
-    def _advance(self, uow, instance, process, workflow, actor="", caught_summary="", new=False):
+    def _advance(self, uow, instance, process, workflow, actor="", caught_summary=""):
         def did_complete(task):
             self._timeline_for(uow, instance, task, actor, caught_summary)
 
         with use_clock(self.clock), _bind(StepContext(uow, instance, self.clock, self.service)):
             workflow.refresh_timers()
             workflow.do_engine_steps(did_complete_task=did_complete)
-        self._save(uow, instance, workflow, new)
+        self._save(uow, instance, workflow)
 
-    def _save(self, uow, instance, workflow, new=False):
-        """Store the workflow's state; ``new``: the instance was made in this transaction
-        (so it has no work items yet)."""
+    def _save(self, uow, instance, workflow):
+        """Store the workflow's state, then make the work items match it."""
         now = self.clock.now()
         thrown = workflow.get_events()  # before dump_state, or they would be stored and thrown again
+        # Work items are the READY user tasks of the state saved last (only _refresh_work_items
+        # changes them, in the same transaction), so a state without READY tasks (a new
+        # instance, or one waiting for a message) has none to look up.
+        had_items = _has_ready_tasks(instance.state)
         instance.state = dump_state(workflow)
         instance.status = "complete" if workflow.completed else "waiting"
         instance.updated_at = now
@@ -304,13 +307,13 @@ class WorkflowRuntime:
         if messages:
             notify_outbox(uow.session)  # the relay wakes when this commits
         ready = [t for t in workflow.get_tasks(state=TaskState.READY) if isinstance(t.task_spec, UserTask)]
-        self._refresh_work_items(uow, instance, ready, now, new)
+        self._refresh_work_items(uow, instance, ready, now, had_items)
 
-    def _refresh_work_items(self, uow, instance, ready, now, new=False):
+    def _refresh_work_items(self, uow, instance, ready, now, had_items=True):
         """Make the instance's work items those of the ``ready`` user tasks. The only place
         work items change: the service's ``work_items_changed`` hook follows here, in the same
-        transaction, whenever they did."""
-        before = [] if new else uow.session.scalars(
+        transaction, whenever they did. ``had_items`` False: it has none now (no query)."""
+        before = [] if not had_items else uow.session.scalars(
             select(WorkItem).where(WorkItem.instance_id == instance.id)).all()
         ready_ids = {str(t.id) for t in ready}
         stale = [w.id for w in before if w.id not in ready_ids]
@@ -348,6 +351,13 @@ class WorkflowRuntime:
         uow.insert(TimelineEntry, case_no=instance.case_no, at=self.clock.now(),
                    title=task.task_spec.bpmn_name or task.task_spec.bpmn_id,
                    detail=str(detail)[:500], actor=actor, public=visibility == "public")
+
+
+def _has_ready_tasks(state: dict) -> bool:
+    """Whether a stored state (``dump_state``'s dict, or ``{}`` for a new instance) has a
+    READY task, in the process or in any of its subprocesses."""
+    parts = [state, *state.get("subprocesses", {}).values()]
+    return any(task["state"] == TaskState.READY for part in parts for task in part.get("tasks", {}).values())
 
 
 def _deadline_of(task):
