@@ -14,6 +14,8 @@ and nothing else:
 3. **list**: ``GET /api/v1/cases?status=assign&district=…`` with a bearer token (the poller's
    call, once per case);
 4. **assign + accept**: ``POST …/assign`` (admin's token), ``POST …/accept`` (the department's).
+5. **apply in intake**: dispatch's outbox (``case_assigned``, ``case_accepted``) handed to
+   intake's ``apply_message`` (what intake's consumer does in the journey's phase 2).
 
 Per phase: ms of wall time and of this process's CPU per case, and where it went: self time per
 package (the innermost frame's package, so shares add up; psycopg's share is mostly waiting for
@@ -21,7 +23,7 @@ PostgreSQL) and the inclusive share of a few functions of ours. Times vary with 
 the counts per case that it also prints do not: SQL statements sent, connections taken from
 the pools, the ``SELECT 1`` pings among them (services/common/db.py pings a connection that sat
 idle before handing it out) and ORM flushes that wrote something (each costs Python time of
-its own).
+its own). At the end: the stored workflow state's mean size and task count per service.
 """
 from __future__ import annotations
 
