@@ -9,12 +9,12 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 from services.common.reference import DEPARTMENTS
 
 _DEPARTMENT_CHOICES = list(DEPARTMENTS.items())
+# No department is preselected unless the DMN suggests one: one careless click must not misroute.
+LEAD_DEPARTMENT_CHOICES = [("", "请选择承办部门"), *_DEPARTMENT_CHOICES]
 
 
 def _lead_department():
-    # No department is preselected unless the DMN suggests one: one careless click must not misroute.
-    return SelectField("承办部门", choices=[("", "请选择承办部门"), *_DEPARTMENT_CHOICES],
-                       validators=[DataRequired("请选择承办部门")])
+    return SelectField("承办部门", choices=LEAD_DEPARTMENT_CHOICES, validators=[DataRequired("请选择承办部门")])
 
 
 def _co_departments():

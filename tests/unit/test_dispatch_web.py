@@ -101,3 +101,27 @@ def test_dispatcher_merges_a_duplicate_on_the_case_page(dispatch):
         follow_redirects=True)
     assert "已并入案件 210902-20261102-0001" in done.get_data(as_text=True)
     assert "210902-20261102-0002" not in waiting(dispatch, "assign")
+
+
+def test_queue_rows_preselect_the_suggestion_and_post_as_the_assign_form(dispatch):
+    client = create_app(dispatch).test_client()
+    login(client, "fenbo_haizhou")
+    queue = client.get("/queue").get_data(as_text=True)
+    select = re.search(r'<select[^>]*id="dep-210902-20261102-0001"[^>]*>(.*?)</select>', queue).group(1)
+    assert re.findall(r'<option value="(\w*)" selected>', select) == ["zhujian"]  # the DMN's suggestion
+    assert select.count("<option") == 12  # the placeholder and the 11 departments
+    response = client.post("/cases/210902-20261102-0001/assign", data={
+        "csrf_token": csrf(queue), "case_no": "210902-20261102-0001", "department": "zhujian", "next": "/queue"})
+    assert response.status_code == 302 and response.headers["Location"].endswith("/queue")
+    assert waiting(dispatch, "accept") == {"210902-20261102-0001": "zhujian"}
+
+
+def test_a_returned_case_does_not_preselect_the_department_that_returned_it():
+    from types import SimpleNamespace
+
+    from services.dispatch.views import department_options, suggested_department
+    returned = SimpleNamespace(department="zhujian", summary={"suggested_department": "zhujian", "return_count": 1})
+    assert suggested_department(returned) is None
+    assert suggested_department(SimpleNamespace(department=None, summary={"suggested_department": "gongan"})) == "gongan"
+    assert '<option value="" selected>请选择承办部门</option>' in department_options(None)
+    assert str(department_options("gongan")).count(" selected") == 1
