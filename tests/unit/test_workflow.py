@@ -1,4 +1,5 @@
 """The workflow runtime driving the real diagrams, on SQLite with a frozen clock."""
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -119,34 +120,54 @@ def test_instances_store_state_without_the_spec(dispatch):
     assert instance.state["state_version"] == "fzt-1"
 
 
-def test_work_items_are_looked_up_only_when_the_saved_state_had_a_ready_task(build_service):
-    """Work items are the READY user tasks of the state saved last; a delivery to an instance
-    that only waits for messages (intake's usual case) does not query them."""
+def work_item_queries(service):
+    """Context: the SELECTs of work items that ``service`` sends meanwhile (a list)."""
+    seen = []
+
+    def record(_conn, _cursor, statement, *_args):
+        if statement.startswith("SELECT") and "FROM work_items" in statement:
+            seen.append(statement)
+
+    @contextmanager
+    def recording():
+        event.listen(service.engine, "before_cursor_execute", record)
+        try:
+            yield seen
+        finally:
+            event.remove(service.engine, "before_cursor_execute", record)
+    return recording()
+
+
+def test_work_items_are_known_from_the_saved_state_without_a_query(build_service):
+    """Work items are the READY user tasks of the state saved last: a delivery to an instance
+    that only waits for messages (intake's usual case) does not look them up, nor does
+    completing the one a person is working on (it is in the session already)."""
     from services.intake.requests import submit_request
     intake = build_service("intake")
     case_no = submit_request(intake, {"district": "210902", "name": "张三", "phone": "13800001234",
                                       "description": "楼上漏水很严重"}).case_no
-    statements = []
-
-    def seen(_conn, _cursor, statement, *_args):
-        statements.append(statement)
 
     def arrive(message_type, **body):
-        statements.clear()
-        with intake.uow() as uow:
+        with work_item_queries(intake) as queries, intake.uow() as uow:
             assert intake.runtime.deliver(uow, message_type, {"case_no": case_no, **body}, case_no) == 1
             uow.commit()
-        return [s for s in statements if s.startswith("SELECT") and "FROM work_items" in s]
+        return len(queries)
 
-    event.listen(intake.engine, "before_cursor_execute", seen)
-    try:
-        assert arrive("dispatch.case_assigned", department="zhujian") == []
-        assert arrive("dispatch.case_handled", department="zhujian", reply="已处理") == []  # makes "rate"
-        assert [i.task_name for i in items(intake)] == ["rate"]
-        assert len(arrive("dispatch.case_reopened", department="zhujian")) == 1  # withdraws it
-        assert items(intake) == []
-    finally:
-        event.remove(intake.engine, "before_cursor_execute", seen)
+    assert arrive("dispatch.case_assigned", department="zhujian") == 0
+    assert arrive("dispatch.case_handled", department="zhujian", reply="已处理") == 0  # makes "rate"
+    assert [i.task_name for i in items(intake)] == ["rate"]
+    assert arrive("dispatch.case_reopened", department="zhujian") == 1  # withdraws it: looked up
+    assert items(intake) == []
+
+    dispatch = build_service("dispatch")
+    deliver(dispatch, submission())
+    [item] = items(dispatch, task_name="assign")
+    with work_item_queries(dispatch) as queries, dispatch.uow() as uow:
+        dispatch.runtime.complete(uow, item.id, {"action": "assign", "department": "zhujian",
+                                                 "department_name": "市住建局"}, actor="分拨员")
+        uow.commit()
+    assert len(queries) == 1  # complete() finding the item; the refresh after the step reuses it
+    assert [(i.task_name, i.department) for i in items(dispatch)] == [("accept", "zhujian")]
 
 
 def test_a_version_deployed_by_another_process_starts_new_cases_within_latest_for(dispatch):

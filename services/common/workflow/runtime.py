@@ -281,9 +281,8 @@ class WorkflowRuntime:
         now = self.clock.now()
         thrown = workflow.get_events()  # before dump_state, or they would be stored and thrown again
         # Work items are the READY user tasks of the state saved last (only _refresh_work_items
-        # changes them, in the same transaction), so a state without READY tasks (a new
-        # instance, or one waiting for a message) has none to look up.
-        had_items = _has_ready_tasks(instance.state)
+        # changes them, in the same transaction): their ids are known without a query.
+        items_before = _ready_task_ids(instance.state)
         instance.state = dump_state(workflow)
         instance.status = "complete" if workflow.completed else "waiting"
         instance.updated_at = now
@@ -307,14 +306,13 @@ class WorkflowRuntime:
         if messages:
             notify_outbox(uow.session)  # the relay wakes when this commits
         ready = [t for t in workflow.get_tasks(state=TaskState.READY) if isinstance(t.task_spec, UserTask)]
-        self._refresh_work_items(uow, instance, ready, now, had_items)
+        self._refresh_work_items(uow, instance, ready, now, items_before)
 
-    def _refresh_work_items(self, uow, instance, ready, now, had_items=True):
+    def _refresh_work_items(self, uow, instance, ready, now, items_before=None):
         """Make the instance's work items those of the ``ready`` user tasks. The only place
         work items change: the service's ``work_items_changed`` hook follows here, in the same
-        transaction, whenever they did. ``had_items`` False: it has none now (no query)."""
-        before = [] if not had_items else uow.session.scalars(
-            select(WorkItem).where(WorkItem.instance_id == instance.id)).all()
+        transaction, whenever they did. ``items_before``: the ids it has now, if known."""
+        before = self._work_items(uow.session, instance, items_before)
         ready_ids = {str(t.id) for t in ready}
         stale = [w.id for w in before if w.id not in ready_ids]
         if stale:
@@ -337,6 +335,19 @@ class WorkflowRuntime:
             self.work_items_changed(uow, instance.case_no, before,
                                     [w for w in before if w.id in ready_ids] + made)
 
+    @staticmethod
+    def _work_items(session, instance, ids=None):
+        """The instance's work items: none without a query if ``ids`` is empty (a new
+        instance, or one waiting for a message), those already in the session if they all
+        are (the one a person just completed), else one query."""
+        if ids is not None:
+            if not ids:
+                return []
+            held = [session.identity_map.get(session.identity_key(WorkItem, id_)) for id_ in ids]
+            if all(item is not None for item in held):
+                return held
+        return session.scalars(select(WorkItem).where(WorkItem.instance_id == instance.id)).all()
+
     def _timeline_for(self, uow, instance, task, actor, detail=""):
         """Record a step if the diagram marks it (property ``timeline`` = public | staff).
 
@@ -353,11 +364,11 @@ class WorkflowRuntime:
                    detail=str(detail)[:500], actor=actor, public=visibility == "public")
 
 
-def _has_ready_tasks(state: dict) -> bool:
-    """Whether a stored state (``dump_state``'s dict, or ``{}`` for a new instance) has a
-    READY task, in the process or in any of its subprocesses."""
+def _ready_task_ids(state: dict) -> set[str]:
+    """The READY tasks' ids of a stored state (``dump_state``'s dict, or ``{}`` for a new
+    instance), in the process and in its subprocesses."""
     parts = [state, *state.get("subprocesses", {}).values()]
-    return any(task["state"] == TaskState.READY for part in parts for task in part.get("tasks", {}).values())
+    return {id_ for part in parts for id_, task in part.get("tasks", {}).items() if task["state"] == TaskState.READY}
 
 
 def _deadline_of(task):
