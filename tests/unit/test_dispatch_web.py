@@ -125,3 +125,31 @@ def test_a_returned_case_does_not_preselect_the_department_that_returned_it():
     assert suggested_department(SimpleNamespace(department=None, summary={"suggested_department": "gongan"})) == "gongan"
     assert '<option value="" selected>请选择承办部门</option>' in department_options(None)
     assert str(department_options("gongan")).count(" selected") == 1
+
+
+def test_queue_rows_for_a_returned_case_and_for_fallback_post_their_acts(dispatch):
+    from services.dispatch import cases
+    from tests.support.users import User
+    dispatcher = User("dispatcher", district="210902", display_name="海州区分拨员")
+    case_no = "210902-20261102-0001"
+    cases.assign(dispatch, dispatcher, case_no, "zhujian")
+    cases.return_case(dispatch, User("handler", department="zhujian"), case_no, "不属于本部门职责")
+    client = create_app(dispatch).test_client()
+    login(client, "fenbo_haizhou")
+
+    def row_select(html):
+        return re.search(rf'<select aria-label="(\w+)" id="dep-{case_no}"[^>]*>(.*?)</select>', html).groups()
+
+    label, options = row_select(client.get("/queue").get_data(as_text=True))
+    assert label == "承办部门" and re.findall(r'value="(\w*)" selected', options) == [""]  # not 住建 again
+    for department, handler in (("gongan", "gongan"), ("zhujian", "zhujian")):
+        cases.assign(dispatch, dispatcher, case_no, department)
+        cases.return_case(dispatch, User("handler", department=handler), case_no, "不属于本部门职责")
+    queue = client.get("/queue").get_data(as_text=True)
+    label, options = row_select(queue)
+    assert label == "兜底承办部门" and re.findall(r'value="(\w*)" selected', options) == [""]
+    assert f'action="/cases/{case_no}/designate"' in queue
+    response = client.post(f"/cases/{case_no}/designate", data={
+        "csrf_token": csrf(queue), "case_no": case_no, "department": "chengguan", "next": "/queue"})
+    assert response.status_code == 302
+    assert waiting(dispatch, "accept")[case_no] == "chengguan"
