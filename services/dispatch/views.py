@@ -8,8 +8,8 @@ with field errors on the case page, which is shown again with the errors next to
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import datetime
+from functools import lru_cache
 from typing import Callable
 from urllib.parse import urlsplit
 
@@ -139,7 +139,7 @@ def suggested_department(item):
     return suggested
 
 
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=64)  # one entry per department, and None
 def department_options(selected: str | None) -> Markup:
     """The 承办部门 ``<option>``s of a queue row's inline form, rendered once per preselection:
     the queue lists up to 200 rows, and a WTForms form and select per row were most of the
