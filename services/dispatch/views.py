@@ -226,7 +226,7 @@ def queue():
     service = _service()
     counts = cases.counts(service, district=district)
     items, total = cases.queue(service, task or QUEUE_TASKS, district=district)
-    # Rows carry plain inputs (macro row_hidden), not a form object each; the posted act is
+    # Rows carry plain inputs (macro act_hidden), not a form object each; the posted act is
     # validated by its form.
     options = {i.case_no: department_options(suggested_department(i) if i.task_name == cases.ASSIGN else None)
                for i in items if i.task_name != cases.APPROVE_EXTENSION}
